@@ -1,0 +1,25 @@
+"""Agent registry."""
+
+from __future__ import annotations
+
+from mjxflow.agents.base import Agent, Batch
+from mjxflow.agents.critic import Critic, CriticState
+from mjxflow.agents.sac import SAC
+from mjxflow.config import TrainConfig
+
+AGENT_NAMES: tuple[str, ...] = ("sac",)
+
+
+def check_agent_name(name: str) -> None:
+    if name not in AGENT_NAMES:
+        raise ValueError(f"unknown agent {name!r}; valid agents: {', '.join(AGENT_NAMES)}")
+
+
+def make_agent(cfg: TrainConfig, obs_size: int, action_size: int) -> Agent:
+    check_agent_name(cfg.agent)
+    if cfg.agent == "sac":
+        return SAC(cfg.sac, cfg.critic, obs_size, action_size)
+    raise AssertionError(cfg.agent)
+
+
+__all__ = ["AGENT_NAMES", "Agent", "Batch", "Critic", "CriticState", "check_agent_name", "make_agent"]

@@ -1,0 +1,30 @@
+"""The agent boundary: what the training loop needs from every algorithm."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+
+from mjxflow.envs import Transition
+
+Batch = Transition  # a minibatch of transitions with normalised observations
+
+
+class Agent(Protocol):
+    """An off-policy agent. Its state is a pytree (vmapped over seeds by the loop); the agent
+    object itself holds only static configuration and network definitions.
+
+    Observations passed in are already normalised by the loop.
+    """
+
+    name: str
+
+    def init(self, key: jax.Array) -> Any:
+        """Fresh agent state: parameters, target parameters, optimiser states, temperature."""
+
+    def act(self, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        """Actions in [-1, 1]^d for a batch of observations (batch, obs_size)."""
+
+    def update(self, state: Any, batch: Batch, key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+        """One gradient step of every learner; info holds scalar diagnostics keyed 'group/name'."""

@@ -1,0 +1,93 @@
+"""SAC: tanh-squashed diagonal Gaussian actor, reparameterised, with automatic temperature."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from mjxflow.agents.base import Batch
+from mjxflow.agents.critic import Critic, CriticState
+from mjxflow.config import CriticConfig, SACConfig
+from mjxflow.distributions import gaussian_log_prob, tanh_log_det
+from mjxflow.networks import GaussianActor
+
+
+class SACState(struct.PyTreeNode):
+    actor_params: dict
+    actor_opt: optax.OptState
+    critic: CriticState
+    log_alpha: jax.Array
+    alpha_opt: optax.OptState
+
+
+class SAC:
+    name = "sac"
+
+    def __init__(self, cfg: SACConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
+        self.cfg = cfg
+        self.obs_size = obs_size
+        self.action_size = action_size
+        self.actor = GaussianActor(tuple(cfg.actor_hidden), action_size, cfg.log_std_min, cfg.log_std_max)
+        self.critic = Critic(critic_cfg, obs_size, action_size)
+        self.actor_opt = optax.adam(cfg.actor_lr)
+        self.alpha_opt = optax.adam(cfg.alpha_lr)
+        self.target_entropy = -action_size * cfg.target_entropy_scale
+
+    def init(self, key: jax.Array) -> SACState:
+        actor_key, critic_key = jax.random.split(key)
+        actor_params = self.actor.init(actor_key, jnp.zeros((1, self.obs_size)))
+        log_alpha = jnp.log(jnp.asarray(self.cfg.init_alpha, jnp.float32))
+        return SACState(
+            actor_params=actor_params,
+            actor_opt=self.actor_opt.init(actor_params),
+            critic=self.critic.init(critic_key),
+            log_alpha=log_alpha,
+            alpha_opt=self.alpha_opt.init(log_alpha),
+        )
+
+    def sample(self, actor_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Reparameterised action a = tanh(mean + std * eps) and its log-density."""
+        mean, log_std = self.actor.apply(actor_params, obs)
+        x = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        return jnp.tanh(x), gaussian_log_prob(x, mean, log_std) - tanh_log_det(x)
+
+    def act(self, state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic:
+            return jnp.tanh(self.actor.apply(state.actor_params, obs)[0])
+        return self.sample(state.actor_params, obs, key)[0]
+
+    def actor_loss(self, actor_params: dict, critic_params: dict, obs: jax.Array, alpha: jax.Array, key: jax.Array):
+        """E[alpha logp(a|s) - min_k Q_k(s, a)], a reparameterised."""
+        action, logp = self.sample(actor_params, obs, key)
+        q = self.critic.min_q(critic_params, obs, action)
+        loss = jnp.mean(alpha * logp - q)
+        return loss, (logp, {"actor/loss": loss, "actor/entropy": -jnp.mean(logp)})
+
+    def alpha_loss(self, log_alpha: jax.Array, logp: jax.Array) -> jax.Array:
+        """Lagrangian of the entropy constraint: -log_alpha * E[logp + target_entropy]."""
+        return -log_alpha * jnp.mean(jax.lax.stop_gradient(logp) + self.target_entropy)
+
+    def update(self, state: SACState, batch: Batch, key: jax.Array) -> tuple[SACState, dict]:
+        next_key, actor_key = jax.random.split(key)
+        alpha = jnp.exp(state.log_alpha)
+
+        next_action, next_logp = self.sample(state.actor_params, batch.next_obs, next_key)
+        critic, critic_info = self.critic.update(state.critic, batch, next_action, next_logp, alpha)
+
+        grads, (logp, actor_info) = jax.grad(self.actor_loss, has_aux=True)(
+            state.actor_params, critic.params, batch.obs, alpha, actor_key
+        )
+        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, updates)
+
+        log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
+        if self.cfg.autotune_alpha:
+            alpha_grad = jax.grad(self.alpha_loss)(state.log_alpha, logp)
+            alpha_updates, alpha_opt = self.alpha_opt.update(alpha_grad, state.alpha_opt)
+            log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+
+        info = {**critic_info, **actor_info, "alpha/value": jnp.exp(log_alpha)}
+        new_state = SACState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, log_alpha=log_alpha, alpha_opt=alpha_opt)
+        return new_state, info

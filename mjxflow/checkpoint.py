@@ -1,0 +1,84 @@
+"""Orbax checkpoints of the whole TrainState, and loading a run back (config + state + loop).
+
+A checkpoint is named by env steps per seed and holds two items: `state` (everything but the
+replay buffer) and, when the run saves it, `replay`. Orbax writes each checkpoint into a temporary
+directory and renames it when complete, so a crash mid-save leaves no half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import jax
+import orbax.checkpoint as ocp
+
+from mjxflow.agents import make_agent
+from mjxflow.config import TrainConfig, load_json
+from mjxflow.envs import make_env
+from mjxflow.loop import Loop, TrainState
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.abspath(os.path.join(run_dir, "checkpoints"))
+
+
+def manager(run_dir: str, keep: int | None = None) -> ocp.CheckpointManager:
+    # Synchronous saves: the next chunk donates the state's buffers, so a background writer must
+    # never still be reading them.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay: bool) -> None:
+    items = {"state": ocp.args.StandardSave(state.replace(seeds=state.seeds.replace(replay=None)))}
+    if with_replay:
+        items["replay"] = ocp.args.StandardSave(state.seeds.replay)
+    mngr.save(step, args=ocp.args.Composite(**items))
+    mngr.wait_until_finished()
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop) -> tuple[TrainState, bool]:
+    """The state saved at `step`, and whether its replay buffer was in the checkpoint (if not,
+    the buffer comes back empty and the loop refills it with random actions)."""
+    template = jax.eval_shape(loop.init)
+    items = {"state": ocp.args.StandardRestore(template.replace(seeds=template.seeds.replace(replay=None)))}
+    has_replay = os.path.isdir(os.path.join(str(mngr.directory), str(step), "replay"))
+    if has_replay:
+        items["replay"] = ocp.args.StandardRestore(template.seeds.replay)
+    restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    state = restored["state"]
+    if has_replay:
+        replay = restored["replay"]
+    else:
+        replay = jax.jit(jax.vmap(lambda _: loop.init_replay()))(jax.numpy.arange(loop.cfg.num_seeds))
+    return state.replace(seeds=state.seeds.replace(replay=replay)), has_replay
+
+
+@dataclass
+class LoadedRun:
+    cfg: TrainConfig
+    loop: Loop
+    state: TrainState
+    step: int
+
+
+def build_loop(cfg: TrainConfig) -> Loop:
+    env = make_env(cfg.env)
+    return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
+
+
+def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
+    """Config, loop and the state of checkpoint `step` (default: the latest) of a run directory."""
+    cfg = load_json(os.path.join(run_dir, "config.json"))
+    mngr = manager(run_dir)
+    steps = mngr.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"{run_dir} has no checkpoints")
+    if step is None:
+        step = max(steps)
+    elif step not in steps:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {sorted(steps)}")
+    loop = build_loop(cfg)
+    state, _ = restore(mngr, step, loop)
+    return LoadedRun(cfg=cfg, loop=loop, state=state, step=step)

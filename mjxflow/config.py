@@ -1,0 +1,164 @@
+"""Run configuration: frozen dataclasses parsed by tyro, one docstring per field.
+
+The agent is chosen by name (`--agent sac`); each agent's hyper-parameters live in their own nested
+dataclass (`--sac.actor-lr 1e-3`), so a run's config.json records every agent's settings and the
+chosen one is read by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """The twin Q critic shared by every agent."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of each Q network."""
+    lr: float = 3e-4
+    """Adam learning rate of the critics."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak rate of the target critics (target <- tau * online + (1 - tau) * target)."""
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Gaussian SAC: tanh-squashed diagonal Gaussian actor with automatic temperature."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha)."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Tune alpha so the policy entropy tracks the target; False keeps alpha at init_alpha."""
+    target_entropy_scale: float = 1.0
+    """Target entropy = -action_dim * target_entropy_scale."""
+    log_std_min: float = -5.0
+    """Lower bound of the actor's log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper bound of the actor's log standard deviation."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train an agent on a batched MJX (or probe) environment; seeds are a vmap axis."""
+
+    env: str = "inverted_pendulum"
+    """Environment name (see mjxflow.envs.ENV_NAMES)."""
+    agent: str = "sac"
+    """Agent name (see mjxflow.agents.AGENT_NAMES)."""
+    num_envs: int = 16
+    """Parallel training environments per seed."""
+    num_seeds: int = 2
+    """Seeds trained at once, as one vmapped program."""
+    seed: int = 0
+    """Base random seed; seed i of the sweep uses split(PRNGKey(seed), num_seeds)[i]."""
+    total_steps: int = 60_000
+    """Environment steps per seed (rounded up to whole iterations of num_envs steps)."""
+    run_name: str | None = None
+    """Name of the run directory under runs_dir; default: ENV-AGENT-TIMESTAMP."""
+    runs_dir: str = "runs"
+    """Folder that holds run directories."""
+    resume: str | None = None
+    """Continue the run in this directory from its latest checkpoint (other options then only
+    change total_steps and logging)."""
+    overwrite: bool = False
+    """Allow writing into an existing run directory, deleting what is there."""
+
+    episode_length: int | None = None
+    """Time limit of an episode (truncation, bootstrapped); default: the environment's own."""
+    eval_every: int = 10_000
+    """Evaluate every this many env steps per seed (in the jitted loop); also the logging interval."""
+    eval_envs: int = 10
+    """Evaluation episodes per seed at each evaluation (run in parallel, deterministic policy)."""
+    checkpoint_every: int = 20_000
+    """Checkpoint every this many env steps (rounded to whole logging intervals); the end of
+    training always checkpoints."""
+    save_replay: bool = True
+    """Include the replay buffer in checkpoints (exact resume); False makes checkpoints small and
+    a resumed run refills its buffer with random actions first."""
+    keep_checkpoints: int = 3
+    """How many most recent checkpoints to keep."""
+
+    replay_size: int = 100_000
+    """Replay capacity in transitions, per seed."""
+    min_replay: int = 2_000
+    """Transitions collected with uniform random actions before learning starts (per seed)."""
+    batch_size: int = 256
+    """Minibatch size of each gradient update."""
+    updates_per_iter: int = 4
+    """Gradient updates G per iteration (one iteration = one step of every training env)."""
+    normalize_obs: bool = True
+    """Normalise observations with running mean and variance (kept in the train state)."""
+
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    """Twin critic shared by every agent."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """SAC hyper-parameters (used when --agent sac)."""
+
+    compile_cache: str | None = "~/.cache/mjxflow/jax"
+    """Folder of JAX's persistent compilation cache (None turns it off)."""
+
+    @property
+    def iterations(self) -> int:
+        """Total loop iterations per seed: total_steps rounded up to whole num_envs steps."""
+        return -(-self.total_steps // self.num_envs)
+
+    @property
+    def eval_every_iters(self) -> int:
+        return max(1, self.eval_every // self.num_envs)
+
+    @property
+    def chunk_iters(self) -> int:
+        """Iterations per compiled chunk: one logging (and evaluation) interval."""
+        return self.eval_every_iters
+
+    @property
+    def checkpoint_every_chunks(self) -> int:
+        return max(1, round(self.checkpoint_every / (self.chunk_iters * self.num_envs)))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _build(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config dataclass from its asdict() form; tuples come back as lists."""
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in data.items():
+        if name not in hints:
+            continue  # a field this version no longer has
+        default = hints[name].default
+        factory = hints[name].default_factory
+        example = factory() if factory is not dataclasses.MISSING else default
+        if dataclasses.is_dataclass(example):
+            value = _build(type(example), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> TrainConfig:
+    return _build(TrainConfig, data)
+
+
+def save_json(cfg: TrainConfig, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(to_dict(cfg), f, indent=2)
+
+
+def load_json(path: str) -> TrainConfig:
+    with open(path) as f:
+        return from_dict(json.load(f))

@@ -1,0 +1,52 @@
+"""brax's MJX locomotion and manipulation tasks behind the mjxflow Env interface."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+from mjxflow.envs.base import EnvState
+
+BRAX_TASKS = (
+    "ant",
+    "halfcheetah",
+    "hopper",
+    "walker2d",
+    "humanoid",
+    "humanoidstandup",
+    "swimmer",
+    "reacher",
+    "pusher",
+    "inverted_pendulum",
+    "inverted_double_pendulum",
+)
+
+
+class BraxEnv:
+    """Adapter over `brax.envs.get_environment(name, backend="mjx")`.
+
+    brax's own episode and auto-reset wrappers are not used: they overwrite the final observation
+    of an episode, which the critic needs to bootstrap through a time limit.
+    """
+
+    default_episode_length = 1000
+
+    def __init__(self, name: str):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from brax import envs as brax_envs
+
+            self._env = brax_envs.get_environment(name, backend="mjx")
+        self.name = name
+        self.obs_size = int(self._env.observation_size)
+        self.action_size = int(self._env.action_size)
+
+    def reset(self, key: jax.Array) -> EnvState:
+        s = self._env.reset(key)
+        return EnvState(inner=s, obs=s.obs, reward=s.reward, terminated=s.done)
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        s = self._env.step(state.inner, action)
+        return EnvState(inner=s, obs=s.obs, reward=s.reward, terminated=jnp.asarray(s.done, jnp.float32))

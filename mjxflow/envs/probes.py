@@ -1,0 +1,85 @@
+"""Pure-JAX probe environments with known answers, for tests and diagnosis.
+
+Both are one-step tasks (every episode ends with termination after one action), so the optimal
+Q-function equals the reward: Q*(s, a) = r(s, a).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from mjxflow.envs.base import EnvState
+
+
+class Bandit:
+    """Contextual bandit: s ~ U[-1, 1]^2, r(s, a) = 1 - ||a - s / 2||^2, a in [-1, 1]^2.
+
+    Optimal action a*(s) = s / 2, optimal value 1, and Q*(s, a) = r(s, a) exactly.
+    """
+
+    name = "bandit"
+    obs_size = 2
+    action_size = 2
+    default_episode_length = 1
+
+    @staticmethod
+    def optimal_action(obs: jax.Array) -> jax.Array:
+        return obs / 2.0
+
+    @staticmethod
+    def reward(obs: jax.Array, action: jax.Array) -> jax.Array:
+        return 1.0 - jnp.sum((action - obs / 2.0) ** 2, axis=-1)
+
+    def reset(self, key: jax.Array) -> EnvState:
+        obs = jax.random.uniform(key, (self.obs_size,), minval=-1.0, maxval=1.0)
+        return EnvState(inner=jnp.zeros(()), obs=obs, reward=jnp.zeros(()), terminated=jnp.zeros(()))
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        r = self.reward(state.obs, action)
+        return EnvState(inner=state.inner, obs=state.obs, reward=r, terminated=jnp.ones(()))
+
+
+class MultiGoal:
+    """One-step task whose optimal actions form `num_goals` equal, well-separated modes.
+
+    The state is constant; the reward is a sum of Gaussian bumps of height 1 and width `width`
+    centred on goals spaced evenly on a circle of radius `radius` in the 2-D action square:
+    r(a) = sum_k exp(-||a - g_k||^2 / (2 width^2)). Goals are far apart relative to the width,
+    so each bump's peak value is 1 up to a negligible overlap and all modes are equally good.
+    A policy that covers one goal earns as much as one that covers all; what tells them apart is
+    the spread of its samples over the modes (see `mode_of`).
+    """
+
+    name = "multigoal"
+    obs_size = 2
+    action_size = 2
+    default_episode_length = 1
+
+    def __init__(self, num_goals: int = 4, radius: float = 0.6, width: float = 0.1, mode_radius: float = 0.25):
+        angles = [2 * math.pi * (k + 0.5) / num_goals for k in range(num_goals)]
+        self.goals = jnp.array([[radius * math.cos(t), radius * math.sin(t)] for t in angles], jnp.float32)
+        self.width = width
+        self.mode_radius = mode_radius
+
+    def reward(self, action: jax.Array) -> jax.Array:
+        d2 = jnp.sum((action[..., None, :] - self.goals) ** 2, axis=-1)
+        return jnp.sum(jnp.exp(-d2 / (2 * self.width**2)), axis=-1)
+
+    def mode_of(self, actions: jax.Array) -> jax.Array:
+        """Index of the goal within `mode_radius` of each action, or -1 when none is."""
+        d = jnp.linalg.norm(actions[..., None, :] - self.goals, axis=-1)
+        nearest = jnp.argmin(d, axis=-1)
+        return jnp.where(jnp.min(d, axis=-1) < self.mode_radius, nearest, -1)
+
+    def reset(self, key: jax.Array) -> EnvState:
+        del key
+        return EnvState(inner=jnp.zeros(()), obs=jnp.zeros((self.obs_size,)), reward=jnp.zeros(()), terminated=jnp.zeros(()))
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        return EnvState(inner=state.inner, obs=state.obs, reward=self.reward(action), terminated=jnp.ones(()))
+
+
+PROBES = {"bandit": Bandit, "multigoal": MultiGoal}

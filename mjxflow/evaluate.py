@@ -1,0 +1,78 @@
+"""`python -m mjxflow.evaluate --run runs/NAME`: restore a checkpoint and evaluate every seed.
+
+With `--episodes` equal to the run's `eval_envs` (the default) the episodes are exactly those of the
+in-loop evaluation at the checkpoint's step, so the training log's return is reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import tyro
+
+from mjxflow import checkpoint
+from mjxflow.train import enable_compile_cache
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a trained run from its checkpoint."""
+
+    run: str
+    """Run directory (runs/NAME)."""
+    step: int | None = None
+    """Checkpoint step (env steps per seed); default: the latest."""
+    episodes: int | None = None
+    """Evaluation episodes per seed; default: the run's eval_envs (reproduces its logged return)."""
+    compile_cache: str | None = "~/.cache/mjxflow/jax"
+    """Folder of JAX's persistent compilation cache (None turns it off)."""
+
+
+def evaluate_run(cfg: EvalConfig, log=print) -> dict:
+    enable_compile_cache(cfg.compile_cache)
+    if not os.path.exists(os.path.join(cfg.run, "config.json")):
+        raise FileNotFoundError(f"{cfg.run} is not a run directory (no config.json)")
+    run = checkpoint.load_run(cfg.run, cfg.step)
+    episodes = cfg.episodes or run.cfg.eval_envs
+    returns = np.asarray(jax.device_get(run.loop.make_evaluate_all(episodes)(run.state)))  # (seeds, episodes)
+    per_seed_mean, per_seed_std = returns.mean(axis=1), returns.std(axis=1)
+    result = {
+        "run": cfg.run,
+        "env": run.cfg.env,
+        "agent": run.cfg.agent,
+        "step": run.step,
+        "episodes_per_seed": episodes,
+        "episode_return_mean": float(per_seed_mean.mean()),
+        "episode_return_std": float(per_seed_mean.std()),
+        "per_seed": [
+            {"seed": s, "episode_return_mean": float(m), "episode_return_std": float(sd)}
+            for s, (m, sd) in enumerate(zip(per_seed_mean, per_seed_std))
+        ],
+    }
+    log(f"{run.cfg.agent} on {run.cfg.env}, checkpoint at {run.step:,} env steps, {episodes} episodes per seed")
+    log("| seed | return mean | return std |\n| --- | --- | --- |")
+    for row in result["per_seed"]:
+        log(f"| {row['seed']} | {row['episode_return_mean']:.2f} | {row['episode_return_std']:.2f} |")
+    log(f"over seeds: {result['episode_return_mean']:.2f} ± {result['episode_return_std']:.2f} (std of the seed means)")
+    with open(os.path.join(cfg.run, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = tyro.cli(EvalConfig, args=argv)
+    try:
+        evaluate_run(cfg)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Host-side logging: per-seed metric rows (jsonl + csv), a progress line, and the final summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: float, last_eval: np.ndarray) -> list[dict]:
+    """One row per seed summarising a chunk's per-iteration metrics of shape (iters, seeds).
+
+    `eval_return` is the latest evaluation so far (carried over when this chunk ran none; NaN
+    before the first), losses are chunk means over the iterations that learned, `train_return` is
+    the mean return of the training episodes that ended in this chunk.
+    """
+    evals = metrics["eval/return"]
+    num_seeds = evals.shape[1]
+    rows = []
+    for s in range(num_seeds):
+        done = np.flatnonzero(~np.isnan(evals[:, s]))
+        if done.size:
+            last_eval[s] = evals[done[-1], s]
+        episodes = metrics["train/episodes"][:, s].sum()
+        row = {
+            "seed": s,
+            "env_steps": end_iteration * num_envs,
+            "wall_time": round(wall_time, 3),
+            "eval_return": float(last_eval[s]),
+            "train_return": float(metrics["train/return_sum"][:, s].sum() / episodes) if episodes else math.nan,
+        }
+        for key in sorted(metrics):
+            if key.startswith(("train/", "eval/")):
+                continue
+            col = metrics[key][:, s]
+            row[key] = float(np.nanmean(col)) if np.any(~np.isnan(col)) else math.nan
+        rows.append(row)
+    return rows
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+class MetricsWriter:
+    """Appends rows to run_dir/metrics.jsonl and run_dir/metrics.csv (a resumed run continues them)."""
+
+    def __init__(self, run_dir: str):
+        self.jsonl_path = os.path.join(run_dir, "metrics.jsonl")
+        self.csv_path = os.path.join(run_dir, "metrics.csv")
+        self.fields: list[str] | None = None
+        if os.path.exists(self.csv_path) and os.path.getsize(self.csv_path):
+            with open(self.csv_path) as f:
+                self.fields = next(csv.reader(f))
+
+    def write(self, rows: list[dict]) -> None:
+        with open(self.jsonl_path, "a") as f:
+            for row in rows:
+                f.write(json.dumps(_jsonable(row)) + "\n")
+        new_file = self.fields is None
+        if new_file:
+            self.fields = list(rows[0])
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """One line per logging interval: env steps, throughput, latest evaluation, ETA."""
+
+    def __init__(self, total_steps: int, start_steps: int, num_seeds: int, stream=sys.stdout):
+        self.total = total_steps
+        self.start_steps = start_steps
+        self.num_seeds = num_seeds
+        self.stream = stream
+        self.t0 = time.perf_counter()
+
+    def update(self, steps: int, eval_returns: np.ndarray) -> str:
+        elapsed = time.perf_counter() - self.t0
+        done = steps - self.start_steps
+        rate = done / elapsed if elapsed > 0 else math.nan
+        eta = (self.total - steps) / rate if rate > 0 else math.nan
+        finite = eval_returns[np.isfinite(eval_returns)]
+        ev = f"{finite.mean():9.2f} ± {finite.std():.2f}" if finite.size else "      n/a"
+        line = (
+            f"[{100 * steps / self.total:5.1f}%] {steps:>10,}/{self.total:,} steps | "
+            f"{rate * self.num_seeds:8,.0f} steps/s (all seeds) | eval {ev} | ETA {_fmt_time(eta)}"
+        )
+        print(line, file=self.stream, flush=True)
+        return line
+
+
+def summary_table(final: np.ndarray, best: np.ndarray) -> str:
+    lines = ["| seed | final eval return | best eval return |", "| --- | --- | --- |"]
+    for s, (f, b) in enumerate(zip(final, best)):
+        lines.append(f"| {s} | {f:.2f} | {b:.2f} |")
+    lines.append(f"| mean ± std | {np.mean(final):.2f} ± {np.std(final):.2f} | {np.mean(best):.2f} ± {np.std(best):.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""The fused training loop: acting, MJX stepping, replay, updates and evaluation in one jitted chunk.
+
+Layout of one chunk (`Loop.make_train_chunk`): a `lax.scan` over iterations whose body is vmapped
+over seeds. The flags that decide what an iteration does (random warm-up actions, whether to learn,
+whether to evaluate) depend only on counters that every seed shares, so they are computed outside
+the vmap and `lax.cond` stays a real branch: evaluation costs nothing on iterations that skip it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mjxflow import normalizer, replay as replay_lib
+from mjxflow.agents import Agent
+from mjxflow.config import TrainConfig
+from mjxflow.envs import Env, EpisodeEnv, EpisodeState, Transition, rollout_returns
+from mjxflow.normalizer import RunningStats
+from mjxflow.replay import Replay
+
+
+class SeedState(struct.PyTreeNode):
+    """Everything one seed of a run owns; the loop stacks these on a leading seed axis."""
+
+    agent: Any
+    norm: RunningStats
+    envs: EpisodeState  # num_envs training environments
+    replay: Replay | None  # None only inside checkpoints saved without the buffer
+    key: jax.Array
+    eval_key: jax.Array  # evaluation at iteration i uses fold_in(eval_key, i): reproducible
+
+
+class TrainState(struct.PyTreeNode):
+    seeds: SeedState
+    iteration: jax.Array  # completed iterations, shared by every seed
+
+    def env_steps(self, num_envs: int) -> int:
+        return int(self.iteration) * num_envs
+
+
+class Loop:
+    """Static pieces of a run (config, env, agent) and the pure functions built from them."""
+
+    def __init__(self, cfg: TrainConfig, env: Env, agent: Agent):
+        self.cfg = cfg
+        self.env = env
+        self.agent = agent
+        self.episode_env = EpisodeEnv(env, cfg.episode_length)
+        self.total_iters = -(-cfg.iterations // cfg.chunk_iters) * cfg.chunk_iters  # whole chunks
+
+    # ---- state ---------------------------------------------------------------------------------
+    def transition_example(self) -> Transition:
+        obs = jnp.zeros((self.env.obs_size,))
+        return Transition(obs=obs, action=jnp.zeros((self.env.action_size,)), reward=jnp.zeros(()), next_obs=obs, terminated=jnp.zeros(()))
+
+    def replay_bytes_per_seed(self) -> int:
+        return self.cfg.replay_size * replay_lib.bytes_per_item(self.transition_example())
+
+    def init_replay(self) -> Replay:
+        return replay_lib.init(self.cfg.replay_size, self.transition_example())
+
+    def init_seed(self, key: jax.Array) -> SeedState:
+        agent_key, env_key, eval_key, key = jax.random.split(key, 4)
+        envs = jax.vmap(self.episode_env.reset)(jax.random.split(env_key, self.cfg.num_envs))
+        norm = normalizer.update(normalizer.init(self.env.obs_size), envs.env.obs)
+        return SeedState(
+            agent=self.agent.init(agent_key), norm=norm, envs=envs, replay=self.init_replay(), key=key, eval_key=eval_key
+        )
+
+    def init(self) -> TrainState:
+        """The state of a fresh run; seed i starts from split(PRNGKey(cfg.seed), num_seeds)[i]."""
+        keys = jax.random.split(jax.random.PRNGKey(self.cfg.seed), self.cfg.num_seeds)
+        return TrainState(seeds=jax.vmap(self.init_seed)(keys), iteration=jnp.zeros((), jnp.int32))
+
+    # ---- per-seed pieces -------------------------------------------------------------------------
+    def normalize(self, norm: RunningStats, obs: jax.Array) -> jax.Array:
+        return normalizer.normalize(norm, obs) if self.cfg.normalize_obs else obs
+
+    def policy(self, seed: SeedState, deterministic: bool, key: jax.Array) -> Callable[[jax.Array], jax.Array]:
+        """Raw observations -> actions, with this seed's normaliser and agent."""
+        return lambda obs: self.agent.act(seed.agent, self.normalize(seed.norm, obs), key, deterministic)
+
+    def collect(self, seed: SeedState, random_actions: jax.Array) -> tuple[SeedState, dict]:
+        """One step of every training environment; the transitions go into the replay buffer."""
+        key, act_key, random_key = jax.random.split(seed.key, 3)
+        obs = seed.envs.env.obs
+        action = jax.lax.cond(
+            random_actions,
+            lambda: jax.random.uniform(random_key, (self.cfg.num_envs, self.env.action_size), minval=-1.0, maxval=1.0),
+            lambda: self.policy(seed, False, act_key)(obs),
+        )
+        envs, out = jax.vmap(self.episode_env.step)(seed.envs, action)
+        seed = seed.replace(
+            envs=envs,
+            replay=replay_lib.add(seed.replay, out.transition),
+            norm=normalizer.update(seed.norm, out.transition.next_obs),
+            key=key,
+        )
+        info = {"train/return_sum": jnp.sum(out.episode_return), "train/episodes": jnp.sum(out.done.astype(jnp.float32))}
+        return seed, info
+
+    def learn(self, seed: SeedState) -> tuple[SeedState, dict]:
+        """G gradient updates of the agent on minibatches from this seed's replay buffer."""
+        key, learn_key = jax.random.split(seed.key)
+
+        def one_update(carry, _):
+            agent, k = carry
+            k, sample_key, update_key = jax.random.split(k, 3)
+            batch = replay_lib.sample(seed.replay, sample_key, self.cfg.batch_size)
+            batch = batch.replace(obs=self.normalize(seed.norm, batch.obs), next_obs=self.normalize(seed.norm, batch.next_obs))
+            agent, info = self.agent.update(agent, batch, update_key)
+            return (agent, k), info
+
+        (agent, _), infos = jax.lax.scan(one_update, (seed.agent, learn_key), None, length=self.cfg.updates_per_iter)
+        return seed.replace(agent=agent, key=key), jax.tree.map(jnp.mean, infos)
+
+    def evaluate(self, seed: SeedState, iteration: jax.Array, num_episodes: int) -> jax.Array:
+        """Returns of `num_episodes` deterministic-policy episodes on fresh evaluation envs."""
+        key = jax.random.fold_in(seed.eval_key, iteration)
+        reset_key, act_key = jax.random.split(key)
+        return rollout_returns(self.env, self.policy(seed, True, act_key), reset_key, num_episodes, self.episode_env.episode_length)
+
+    # ---- the fused iteration ----------------------------------------------------------------------
+    def iterate(self, ts: TrainState) -> tuple[TrainState, dict]:
+        """One iteration for every seed: collect, maybe learn, maybe evaluate."""
+        random_actions = ts.seeds.replay.size[0] < self.cfg.min_replay
+        seeds, info = jax.vmap(self.collect, in_axes=(0, None))(ts.seeds, random_actions)
+
+        ready = seeds.replay.size[0] >= self.cfg.min_replay
+        learn = jax.vmap(self.learn)
+        learn_shape = jax.eval_shape(learn, seeds)[1]
+        skip = lambda s: (s, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), learn_shape))
+        seeds, learn_info = jax.lax.cond(ready, learn, skip, seeds)
+
+        it = ts.iteration + 1
+        do_eval = (it % self.cfg.eval_every_iters == 0) | (it == self.total_iters)
+        num_seeds = self.cfg.num_seeds
+        eval_return = jax.lax.cond(
+            do_eval,
+            lambda s: jnp.mean(jax.vmap(self.evaluate, in_axes=(0, None, None))(s, it, self.cfg.eval_envs), axis=-1),
+            lambda s: jnp.full((num_seeds,), jnp.nan),
+            seeds,
+        )
+        metrics = {**info, **learn_info, "eval/return": eval_return}
+        return TrainState(seeds=seeds, iteration=it), metrics
+
+    def make_train_chunk(self, num_iters: int | None = None) -> Callable[[TrainState], tuple[TrainState, dict]]:
+        """jit(state -> (state, metrics)) over `num_iters` iterations (default: one log interval).
+
+        The input state is donated; metrics are stacked per iteration with shape (num_iters, seeds).
+        """
+        length = num_iters or self.cfg.chunk_iters
+
+        def chunk(ts: TrainState) -> tuple[TrainState, dict]:
+            return jax.lax.scan(lambda s, _: self.iterate(s), ts, None, length=length)
+
+        return jax.jit(chunk, donate_argnums=0)
+
+    def make_evaluate_all(self, num_episodes: int) -> Callable[[TrainState], jax.Array]:
+        """jit(state -> returns (seeds, num_episodes)) at the state's own iteration: the same
+        episodes as the in-loop evaluation of that iteration when num_episodes == cfg.eval_envs."""
+
+        def evaluate_all(ts: TrainState) -> jax.Array:
+            return jax.vmap(self.evaluate, in_axes=(0, None, None))(ts.seeds, ts.iteration, num_episodes)
+
+        return jax.jit(evaluate_all)

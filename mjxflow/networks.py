@@ -1,0 +1,52 @@
+"""Networks: MLP, the twin critic as one ensemble parameter tree, and the Gaussian actor head."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class MLP(nn.Module):
+    hidden: Sequence[int]
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.out)(x)
+
+
+class EnsembleQ(nn.Module):
+    """`num` independent Q networks sharing one call; parameters stacked on a leading axis."""
+
+    hidden: Sequence[int]
+    num: int = 2
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        ensemble = nn.vmap(
+            MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0, axis_size=self.num
+        )
+        q = ensemble(self.hidden, 1)(jnp.concatenate([obs, action], axis=-1))
+        return q[..., 0]  # (num, batch)
+
+
+class GaussianActor(nn.Module):
+    """Mean and bounded log standard deviation of a diagonal Gaussian over pre-squash actions."""
+
+    hidden: Sequence[int]
+    action_size: int
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = MLP(self.hidden, 2 * self.action_size)(obs)
+        mean, raw = jnp.split(out, 2, axis=-1)
+        # tanh keeps log_std inside its bounds with a smooth gradient (no clipping dead zones)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
