@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mjxflow.agents import make_agent
@@ -30,10 +31,27 @@ def manager(run_dir: str, keep: int | None = None) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options)
 
 
+def _pack(tree) -> list:
+    """The tree's non-empty leaves in order: orbax cannot store zero-size arrays, and MJX states
+    have some (e.g. actuator activations of a model without any)."""
+    return [x for x in jax.tree.leaves(tree) if x.size > 0]
+
+
+def _unpack(template, saved: list):
+    """Inverse of _pack: empty leaves come back as zeros shaped like the template's."""
+    leaves, treedef = jax.tree.flatten(template)
+    it = iter(saved)
+    return treedef.unflatten([next(it) if t.size > 0 else jnp.zeros(t.shape, t.dtype) for t in leaves])
+
+
+def _without_replay(state: TrainState) -> TrainState:
+    return state.replace(seeds=state.seeds.replace(replay=None))
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay: bool) -> None:
-    items = {"state": ocp.args.StandardSave(state.replace(seeds=state.seeds.replace(replay=None)))}
+    items = {"state": ocp.args.StandardSave(_pack(_without_replay(state)))}
     if with_replay:
-        items["replay"] = ocp.args.StandardSave(state.seeds.replay)
+        items["replay"] = ocp.args.StandardSave(_pack(state.seeds.replay))
     mngr.save(step, args=ocp.args.Composite(**items))
     mngr.wait_until_finished()
 
@@ -42,16 +60,16 @@ def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop) -> tuple[TrainSt
     """The state saved at `step`, and whether its replay buffer was in the checkpoint (if not,
     the buffer comes back empty and the loop refills it with random actions)."""
     template = jax.eval_shape(loop.init)
-    items = {"state": ocp.args.StandardRestore(template.replace(seeds=template.seeds.replace(replay=None)))}
+    items = {"state": ocp.args.StandardRestore(_pack(_without_replay(template)))}
     has_replay = os.path.isdir(os.path.join(str(mngr.directory), str(step), "replay"))
     if has_replay:
-        items["replay"] = ocp.args.StandardRestore(template.seeds.replay)
+        items["replay"] = ocp.args.StandardRestore(_pack(template.seeds.replay))
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
-    state = restored["state"]
+    state = _unpack(_without_replay(template), restored["state"])
     if has_replay:
-        replay = restored["replay"]
+        replay = _unpack(template.seeds.replay, restored["replay"])
     else:
-        replay = jax.jit(jax.vmap(lambda _: loop.init_replay()))(jax.numpy.arange(loop.cfg.num_seeds))
+        replay = jax.jit(jax.vmap(lambda _: loop.init_replay()))(jnp.arange(loop.cfg.num_seeds))
     return state.replace(seeds=state.seeds.replace(replay=replay)), has_replay
 
 

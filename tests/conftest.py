@@ -1,0 +1,48 @@
+"""Shared, session-scoped compiled pieces: XLA compilation dominates a short test, so every test
+that needs a training loop reuses the same compiled functions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import pytest
+
+# A persistent compilation cache inside the checkout helps subprocess tests and later runs.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache")
+os.environ.setdefault("MJXFLOW_TEST_CACHE", _CACHE)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+from mjxflow.checkpoint import build_loop  # noqa: E402
+from mjxflow.config import TrainConfig  # noqa: E402
+from mjxflow.loop import Loop  # noqa: E402
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """A bandit run small enough to compile and train in seconds on a 2-core CPU."""
+    base = dict(
+        env="bandit", agent="sac", num_envs=8, num_seeds=2, seed=0, total_steps=4000, eval_every=400,
+        eval_envs=8, min_replay=256, batch_size=64, replay_size=2000, updates_per_iter=2,
+        compile_cache=_CACHE,
+    )
+    base.update(overrides)
+    cfg = TrainConfig(**base)
+    return cfg
+
+
+@dataclass
+class Compiled:
+    cfg: TrainConfig
+    loop: Loop
+    init: Callable
+    chunk: Callable
+
+
+@pytest.fixture(scope="session")
+def bandit_sac() -> Compiled:
+    cfg = tiny_config()
+    loop = build_loop(cfg)
+    return Compiled(cfg=cfg, loop=loop, init=jax.jit(loop.init), chunk=loop.make_train_chunk())

@@ -1,0 +1,86 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mjxflow.agents import make_agent
+from mjxflow.agents.critic import Critic
+from mjxflow.config import CriticConfig
+from mjxflow.distributions import gaussian_log_prob, tanh_log_det
+from mjxflow.envs import Transition
+
+from conftest import tiny_config
+
+
+def test_tanh_log_det_matches_direct_formula_and_stays_finite():
+    x = jnp.linspace(-4, 4, 41)[:, None]
+    np.testing.assert_allclose(tanh_log_det(x), np.log(1 - np.tanh(np.asarray(x[:, 0])) ** 2), rtol=1e-4, atol=1e-5)
+    assert np.all(np.isfinite(tanh_log_det(jnp.array([[50.0], [-50.0]]))))
+
+
+def test_gaussian_log_prob_closed_form():
+    x, m, ls = jnp.array([[0.3, -1.0]]), jnp.array([[0.1, 0.5]]), jnp.array([[-0.5, 0.2]])
+    expected = sum(
+        -0.5 * ((xi - mi) / math.exp(li)) ** 2 - li - 0.5 * math.log(2 * math.pi)
+        for xi, mi, li in zip([0.3, -1.0], [0.1, 0.5], [-0.5, 0.2])
+    )
+    np.testing.assert_allclose(gaussian_log_prob(x, m, ls), [expected], rtol=1e-6)
+
+
+def test_sac_log_prob_is_the_density_of_its_samples():
+    """exp(logp) of the tanh-Gaussian integrates to one over the action interval (1-D)."""
+    cfg = tiny_config()
+    agent = make_agent(cfg, 2, 1)
+    state = agent.init(jax.random.PRNGKey(0))
+    mean, log_std = agent.actor.apply(state.actor_params, jnp.ones((1, 2)))
+    xs = jnp.linspace(-8, 8, 20001)[:, None]
+    logp = gaussian_log_prob(xs, mean, log_std) - tanh_log_det(xs)
+    a = np.tanh(np.asarray(xs[:, 0]))
+    mass = np.trapezoid(np.exp(np.asarray(logp)), a)
+    np.testing.assert_allclose(mass, 1.0, rtol=1e-3)
+
+
+def make_batch(terminated):
+    return Transition(
+        obs=jnp.zeros((2, 3)), action=jnp.zeros((2, 1)), reward=jnp.array([1.0, 2.0]),
+        next_obs=jnp.ones((2, 3)), terminated=jnp.asarray(terminated, jnp.float32),
+    )
+
+
+def test_td_target_closed_form_and_truncation():
+    critic = Critic(CriticConfig(hidden=(8,), gamma=0.9), 3, 1)
+    state = critic.init(jax.random.PRNGKey(0))
+    next_action, next_logp, alpha = jnp.full((2, 1), 0.3), jnp.array([-1.0, 0.5]), jnp.asarray(0.2)
+    q_next = np.asarray(critic.q(state.target_params, jnp.ones((2, 3)), next_action))
+    soft_v = q_next.min(axis=0) - 0.2 * np.array([-1.0, 0.5])
+    y = critic.td_target(state, make_batch([0.0, 1.0]), next_action, next_logp, alpha)
+    np.testing.assert_allclose(y, [1.0 + 0.9 * soft_v[0], 2.0], rtol=1e-6)
+
+
+def test_critic_update_is_adam_step_then_polyak():
+    cfg = CriticConfig(hidden=(8,), tau=0.1, lr=1e-2)
+    critic = Critic(cfg, 3, 1)
+    state = critic.init(jax.random.PRNGKey(0))
+    state = state.replace(target_params=jax.tree.map(lambda p: p + 1.0, state.params))
+    batch = make_batch([0.0, 0.0])
+    na, nl = jnp.zeros((2, 1)), jnp.zeros(2)
+    new, info = critic.update(state, batch, na, nl, jnp.asarray(0.0))
+    target = critic.td_target(state, batch, na, nl, jnp.asarray(0.0))
+    grads = jax.grad(lambda p: critic.loss(p, batch, target)[0])(state.params)
+    updates, _ = optax.adam(1e-2).update(grads, optax.adam(1e-2).init(state.params), state.params)
+    expected = optax.apply_updates(state.params, updates)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new.params, expected)
+    jax.tree.map(
+        lambda t, p, old_t: np.testing.assert_allclose(t, 0.1 * p + 0.9 * old_t, rtol=1e-6),
+        new.target_params, new.params, state.target_params,
+    )
+    assert set(info) >= {"critic/loss", "critic/q_mean"}
+
+
+def test_twin_critics_are_independent():
+    critic = Critic(CriticConfig(hidden=(8,)), 3, 1)
+    state = critic.init(jax.random.PRNGKey(0))
+    q = critic.q(state.params, jnp.ones((4, 3)), jnp.ones((4, 1)))
+    assert q.shape == (2, 4) and not np.allclose(q[0], q[1])

@@ -1,0 +1,122 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mjxflow.envs import ENV_NAMES, EnvState, EpisodeEnv, make_env, rollout_returns
+from mjxflow.envs.brax_envs import BRAX_TASKS
+from mjxflow.envs.probes import Bandit, MultiGoal
+
+
+class Walk:
+    """Deterministic test env: obs = [position], position += action, terminates past `wall`."""
+
+    name = "walk"
+    obs_size = 1
+    action_size = 1
+    default_episode_length = 5
+
+    def __init__(self, wall: float = 100.0):
+        self.wall = wall
+
+    def reset(self, key):
+        del key
+        return EnvState(inner=jnp.zeros(()), obs=jnp.zeros((1,)), reward=jnp.zeros(()), terminated=jnp.zeros(()))
+
+    def step(self, state, action):
+        obs = state.obs + action
+        return EnvState(inner=state.inner, obs=obs, reward=jnp.ones(()), terminated=(obs[0] > self.wall).astype(jnp.float32))
+
+
+def test_registry_lists_every_task():
+    for name in ("ant", "halfcheetah", "hopper", "walker2d", "humanoid", "humanoidstandup", "swimmer", "reacher",
+                 "pusher", "inverted_pendulum", "inverted_double_pendulum", "bandit", "multigoal"):
+        assert name in ENV_NAMES
+
+
+def test_unknown_env_fails_with_valid_names():
+    with pytest.raises(ValueError) as err:
+        make_env("antt")
+    assert "'antt'" in str(err.value) and "halfcheetah" in str(err.value) and "multigoal" in str(err.value)
+
+
+def run_steps(env, episode_length, actions):
+    ep = EpisodeEnv(env, episode_length)
+    state = ep.reset(jax.random.PRNGKey(0))
+    outs = []
+    for a in actions:
+        state, out = ep.step(state, jnp.array([a], jnp.float32))
+        outs.append(out)
+    return state, outs
+
+
+def test_truncation_keeps_final_obs_and_bootstraps():
+    state, outs = run_steps(Walk(), 3, [1.0, 1.0, 1.0, 1.0])
+    last = outs[2]
+    assert bool(last.done) and bool(last.truncated)
+    assert float(last.transition.terminated) == 0.0  # the critic bootstraps through a time limit
+    assert float(last.transition.next_obs[0]) == 3.0  # the true final observation, not the reset one
+    assert float(last.episode_return) == 3.0
+    # after the auto-reset the next transition starts from the reset observation
+    assert float(outs[3].transition.obs[0]) == 0.0 and not bool(outs[3].done)
+    assert int(state.steps) == 1
+
+
+def test_termination_stops_bootstrap():
+    _, outs = run_steps(Walk(wall=1.5), 10, [1.0, 1.0, 1.0])
+    assert not bool(outs[0].done)
+    assert bool(outs[1].done) and not bool(outs[1].truncated)
+    assert float(outs[1].transition.terminated) == 1.0
+    assert float(outs[1].transition.next_obs[0]) == 2.0
+    assert float(outs[2].transition.obs[0]) == 0.0
+
+
+def test_rollout_returns_stop_at_termination_and_limit():
+    returns = rollout_returns(Walk(wall=2.5), lambda obs: jnp.ones_like(obs), jax.random.PRNGKey(0), 3, 10)
+    np.testing.assert_allclose(returns, 3.0)  # steps 1, 2, 3 rewarded; terminated at 3
+    returns = rollout_returns(Walk(), lambda obs: jnp.ones_like(obs), jax.random.PRNGKey(0), 2, 7)
+    np.testing.assert_allclose(returns, 7.0)
+
+
+def test_bandit_optimum_is_known():
+    env = Bandit()
+    s = jax.random.uniform(jax.random.PRNGKey(1), (100, 2), minval=-1, maxval=1)
+    np.testing.assert_allclose(env.reward(s, env.optimal_action(s)), 1.0)
+    worse = env.reward(s, env.optimal_action(s) + 0.1)
+    assert np.all(worse < 1.0)
+
+
+def test_multigoal_has_equal_separated_modes():
+    env = MultiGoal()
+    goals = np.asarray(env.goals)
+    assert len(goals) >= 3
+    values = np.asarray(env.reward(env.goals))
+    np.testing.assert_allclose(values, values[0], rtol=1e-6)
+    assert values[0] > 0.99
+    # between two goals the reward drops to near zero: the modes are separated
+    mid = (goals[0] + goals[1]) / 2
+    assert float(env.reward(jnp.asarray(mid))) < 0.01
+    # every goal is a local maximum of the reward
+    for g in goals:
+        for d in ([0.05, 0], [0, 0.05], [-0.05, 0], [0, -0.05]):
+            assert float(env.reward(jnp.asarray(g + np.array(d)))) < float(env.reward(jnp.asarray(g)))
+    modes = np.asarray(env.mode_of(jnp.concatenate([env.goals, jnp.zeros((1, 2))])))
+    assert list(modes) == list(range(len(goals))) + [-1]
+
+
+@pytest.mark.parametrize("name", ["inverted_pendulum"])
+def test_mjx_env_through_episode_wrapper(name):
+    env = make_env(name)
+    assert name in BRAX_TASKS and env.obs_size > 0 and env.action_size > 0
+    ep = EpisodeEnv(env, 2)
+    step = jax.jit(jax.vmap(ep.step))
+    state = jax.jit(jax.vmap(ep.reset))(jax.random.split(jax.random.PRNGKey(0), 2))
+    zeros = jnp.zeros((2, env.action_size))
+    state, out1 = step(state, zeros)
+    state, out2 = step(state, zeros)
+    assert not np.any(out1.done)
+    assert np.all(out2.truncated) and np.all(out2.transition.terminated == 0)
+    # the stored final observation is the stepped one, and the env came back from a reset
+    np.testing.assert_allclose(out2.transition.obs, out1.transition.next_obs)
+    assert np.all(state.steps == 0)
+    assert not np.allclose(out2.transition.next_obs, state.env.obs)

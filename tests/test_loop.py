@@ -1,0 +1,120 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mjxflow import checkpoint, normalizer
+from mjxflow.envs.probes import Bandit
+
+from conftest import tiny_config
+
+
+def trees_equal(a, b) -> bool:
+    return all(np.array_equal(x, y, equal_nan=True) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def trained(bandit_sac):
+    """The tiny bandit run trained for all its iterations (10 chunks of 50 iterations)."""
+    state = bandit_sac.init()
+    metrics = []
+    while int(state.iteration) < bandit_sac.loop.total_iters:
+        state, m = bandit_sac.chunk(state)
+        metrics.append(jax.device_get(m))
+    return state, metrics
+
+
+def test_chunk_runs_without_host_transfers_and_compiles_once(bandit_sac):
+    state = bandit_sac.init()
+    state, _ = bandit_sac.chunk(state)  # compile (shared with the other tests)
+    before = bandit_sac.chunk._cache_size()
+    with jax.transfer_guard("disallow"):
+        state, metrics = bandit_sac.chunk(state)
+        state, metrics = bandit_sac.chunk(state)
+    assert bandit_sac.chunk._cache_size() == before == 1
+    assert int(state.iteration) == 3 * bandit_sac.cfg.chunk_iters
+
+
+def test_input_state_is_donated(bandit_sac):
+    state = bandit_sac.init()
+    buffer = state.seeds.replay.data.obs
+    bandit_sac.chunk(state)
+    assert buffer.is_deleted()
+
+
+def test_random_actions_and_no_updates_before_min_fill(trained, bandit_sac):
+    _, metrics = trained
+    first = metrics[0]
+    fill_iters = bandit_sac.cfg.min_replay // bandit_sac.cfg.num_envs  # 32 iterations of 8 envs
+    assert np.all(np.isnan(first["critic/loss"][: fill_iters - 1]))
+    assert np.all(np.isfinite(first["critic/loss"][fill_iters:]))
+
+
+def test_sac_solves_bandit_and_critic_learns_the_known_q(trained, bandit_sac):
+    state, metrics = trained
+    final_eval = metrics[-1]["eval/return"][-1]
+    assert np.all(final_eval > 0.95), final_eval  # optimum is 1.0
+    loop, env = bandit_sac.loop, Bandit()
+    for s in range(bandit_sac.cfg.num_seeds):
+        seed = jax.tree.map(lambda x: x[s], state.seeds)
+        data = seed.replay.data  # the transitions the critic was trained on
+        q = loop.agent.critic.q(seed.agent.critic.params, normalizer.normalize(seed.norm, data.obs), data.action)
+        r = np.asarray(env.reward(data.obs, data.action))  # Q*(s, a) = r(s, a) on this one-step task
+        err = np.abs(np.asarray(q) - r).mean()
+        constant = np.abs(r - r.mean()).mean()  # error of the best constant guess
+        assert err < 0.25 * constant, (err, constant)
+
+
+def test_seeds_differ(trained):
+    _, metrics = trained
+    losses = metrics[-1]["critic/loss"]
+    assert not np.allclose(losses[:, 0], losses[:, 1])
+
+
+def test_resume_equals_uninterrupted(bandit_sac, tmp_path):
+    straight = bandit_sac.init()
+    straight, _ = bandit_sac.chunk(straight)
+    straight, m_straight = bandit_sac.chunk(straight)
+
+    state = bandit_sac.init()
+    state, _ = bandit_sac.chunk(state)
+    mngr = checkpoint.manager(str(tmp_path))
+    checkpoint.save(mngr, 100, state, with_replay=True)
+    del state
+    restored, had_replay = checkpoint.restore(checkpoint.manager(str(tmp_path)), 100, bandit_sac.loop)
+    assert had_replay
+    resumed, m_resumed = bandit_sac.chunk(restored)
+    assert trees_equal(jax.device_get(straight), jax.device_get(resumed))
+    assert trees_equal(m_straight, m_resumed)
+
+
+def test_checkpoint_without_replay_restores_an_empty_buffer(bandit_sac, tmp_path):
+    state, _ = bandit_sac.chunk(bandit_sac.init())
+    mngr = checkpoint.manager(str(tmp_path))
+    checkpoint.save(mngr, 50, state, with_replay=False)
+    restored, had_replay = checkpoint.restore(mngr, 50, bandit_sac.loop)
+    assert not had_replay
+    assert np.all(restored.seeds.replay.size == 0) and not np.any(restored.seeds.replay.data.obs)
+    assert trees_equal(jax.device_get(state.seeds.agent), jax.device_get(restored.seeds.agent))
+    # a resumed run without its buffer collects with random actions again before learning
+    _, metrics = bandit_sac.chunk(restored)
+    assert np.all(np.isnan(metrics["critic/loss"][:30]))
+
+
+def test_evaluate_reproduces_the_in_loop_evaluation(trained, bandit_sac):
+    state, metrics = trained
+    returns = bandit_sac.loop.make_evaluate_all(bandit_sac.cfg.eval_envs)(state)
+    np.testing.assert_allclose(np.asarray(returns).mean(axis=1), metrics[-1]["eval/return"][-1], rtol=1e-6)
+
+
+def test_mjx_state_checkpoint_round_trip(tmp_path):
+    """MJX states hold zero-size arrays, which orbax alone cannot save."""
+    cfg = tiny_config(env="inverted_pendulum", num_envs=2, num_seeds=1, replay_size=300, min_replay=64, batch_size=32)
+    loop = checkpoint.build_loop(cfg)
+    state = jax.jit(loop.init)()
+    assert any(x.size == 0 for x in jax.tree.leaves(state))
+    mngr = checkpoint.manager(str(tmp_path))
+    checkpoint.save(mngr, 0, state, with_replay=True)
+    restored, _ = checkpoint.restore(mngr, 0, loop)
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    assert trees_equal(jax.device_get(state), jax.device_get(restored))
