@@ -64,7 +64,7 @@ class MetricsWriter:
                 f.write(json.dumps(_jsonable(row)) + "\n")
         new_file = self.fields is None
         if new_file:
-            self.fields = list(rows[0])
+            self.fields = list(dict.fromkeys(k for row in rows for k in row))
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             if new_file:

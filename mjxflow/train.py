@@ -157,6 +157,11 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
     start_steps = state.env_steps(cfg.num_envs)
     progress = Progress(total_steps, start_steps, cfg.num_seeds)
+    pending = []
+    if start_steps == 0:  # the initial policy's return: the first point of every learning curve
+        last_eval[:] = np.asarray(loop.make_evaluate_all(cfg.eval_envs)(state)).mean(axis=1)
+        pending = [{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)} for s, r in enumerate(last_eval)]
+        progress.update(0, last_eval)
     t0 = time.perf_counter()
     while int(state.iteration) < loop.total_iters:
         state, metrics = chunk(state)
@@ -164,7 +169,8 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         iteration = int(state.iteration)
         wall = wall_offset + time.perf_counter() - t0
         rows = chunk_rows(metrics, iteration, cfg.num_envs, wall, last_eval)
-        writer.write(rows)
+        writer.write(pending + rows)
+        pending = []
         best = np.fmax(best, last_eval)
         progress.update(iteration * cfg.num_envs, last_eval)
         chunks_done = iteration // cfg.chunk_iters

@@ -52,8 +52,9 @@ def test_run_directory_contents(cli_run):
     assert {"config.json", "metrics.jsonl", "metrics.csv", "checkpoints"} <= set(os.listdir(cli_run))
     assert sorted(os.listdir(cli_run / "checkpoints")) == ["1600", "800"]
     rows = read_jsonl(cli_run / "metrics.jsonl")
-    assert len(rows) == 4 * 2  # 4 log points x 2 seeds
-    assert {"seed", "env_steps", "wall_time", "eval_return", "critic/loss", "actor/loss"} <= set(rows[0])
+    assert len(rows) == 5 * 2  # the initial policy and 4 log points, x 2 seeds
+    assert [r["env_steps"] for r in rows if r["seed"] == 1] == [0, 400, 800, 1200, 1600]
+    assert {"seed", "env_steps", "wall_time", "eval_return", "critic/loss", "actor/loss"} <= set(rows[-1])
     header = open(cli_run / "metrics.csv").readline().strip().split(",")
     assert header[:4] == ["seed", "env_steps", "wall_time", "eval_return"]
     assert json.load(open(cli_run / "config.json"))["env"] == "bandit"
@@ -84,7 +85,7 @@ def test_resume_refuses_a_changed_setup(cli_run, capsys):
 def test_resume_continues_the_run(cli_run):
     assert train.main(["--resume", str(cli_run), "--total-steps", "2400"]) == 0
     rows = read_jsonl(cli_run / "metrics.jsonl")
-    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [400, 800, 1200, 1600, 2000, 2400]
+    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800, 1200, 1600, 2000, 2400]
     assert "2400" in os.listdir(cli_run / "checkpoints")
     walls = [r["wall_time"] for r in rows if r["seed"] == 0]
     assert walls == sorted(walls)
