@@ -77,7 +77,7 @@ class TrainConfig:
 
     episode_length: int | None = None
     """Time limit of an episode (truncation, bootstrapped); default: the environment's own."""
-    eval_every: int = 5_000
+    eval_every: int = 4_000
     """Evaluate every this many env steps per seed (in the jitted loop); also the logging interval."""
     eval_envs: int = 10
     """Evaluation episodes per seed at each evaluation (run in parallel, deterministic policy)."""
