@@ -84,6 +84,10 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _fmt_rate(rate: float) -> str:
+    return f"{rate:8,.0f}" if math.isfinite(rate) else f"{'--':>8}"
+
+
 class Progress:
     """One line per logging interval: env steps, throughput, latest evaluation, ETA."""
 
@@ -97,13 +101,13 @@ class Progress:
     def update(self, steps: int, eval_returns: np.ndarray) -> str:
         elapsed = time.perf_counter() - self.t0
         done = steps - self.start_steps
-        rate = done / elapsed if elapsed > 0 else math.nan
+        rate = done / elapsed if elapsed > 0 and done > 0 else math.nan
         eta = (self.total - steps) / rate if rate > 0 else math.nan
         finite = eval_returns[np.isfinite(eval_returns)]
         ev = f"{finite.mean():9.2f} ± {finite.std():.2f}" if finite.size else "      n/a"
         line = (
             f"[{100 * steps / self.total:5.1f}%] {steps:>10,}/{self.total:,} steps | "
-            f"{rate * self.num_seeds:8,.0f} steps/s (all seeds) | eval {ev} | ETA {_fmt_time(eta)}"
+            f"{_fmt_rate(rate * self.num_seeds)} steps/s (all seeds) | eval {ev} | ETA {_fmt_time(eta)}"
         )
         print(line, file=self.stream, flush=True)
         return line

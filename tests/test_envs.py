@@ -120,3 +120,14 @@ def test_mjx_env_through_episode_wrapper(name):
     np.testing.assert_allclose(out2.transition.obs, out1.transition.next_obs)
     assert np.all(state.steps == 0)
     assert not np.allclose(out2.transition.next_obs, state.env.obs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BRAX_TASKS)
+def test_every_mjx_task_resets_and_steps(name):
+    env = make_env(name)
+    ep = EpisodeEnv(env)
+    state = jax.jit(jax.vmap(ep.reset))(jax.random.split(jax.random.PRNGKey(0), 2))
+    state, out = jax.jit(jax.vmap(ep.step))(state, jnp.zeros((2, env.action_size)))
+    assert out.transition.next_obs.shape == (2, env.obs_size)
+    assert np.all(np.isfinite(out.transition.next_obs)) and np.all(np.isfinite(out.transition.reward))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 
 import jax
@@ -34,7 +36,8 @@ class BraxEnv:
     default_episode_length = 1000
 
     def __init__(self, name: str):
-        with warnings.catch_warnings():
+        # mujoco.mjx prints a notice when the optional warp backend is missing; we never use it
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             from brax import envs as brax_envs
 
