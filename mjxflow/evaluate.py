@@ -16,7 +16,7 @@ import numpy as np
 import tyro
 
 from mjxflow import checkpoint
-from mjxflow.train import enable_compile_cache
+from mjxflow.cli import enable_compile_cache, run_command
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,7 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(EvalConfig, args=argv)
-    try:
-        evaluate_run(cfg)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: evaluate_run(cfg))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,10 @@ import tyro
 
 from mjxflow import checkpoint
 from mjxflow.agents import check_agent_name
+from mjxflow.cli import ConfigError, enable_compile_cache, run_command
 from mjxflow.config import TrainConfig, load_json, save_json
 from mjxflow.envs import check_env_name
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, read_jsonl, summary_table
-
-
-class ConfigError(ValueError):
-    """Bad user input, reported in one line before anything is compiled."""
 
 
 # Fields a resumed run may change: they affect logging, evaluation and saving, not training.
@@ -107,12 +104,6 @@ def prepare_run_dir(cfg: TrainConfig) -> str:
     return run_dir
 
 
-def enable_compile_cache(path: str | None) -> None:
-    if path:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 @dataclass
 class TrainResult:
     run_dir: str
@@ -185,13 +176,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_args(argv)
-        train(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: train(parse_args(argv)))
 
 
 if __name__ == "__main__":
