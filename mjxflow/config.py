@@ -50,6 +50,91 @@ class SACConfig:
 
 
 @dataclass(frozen=True)
+class FlowTimeConfig:
+    """How (r, t) pairs are drawn for MeanFlow regression."""
+
+    dist: str = "logit_normal"
+    """Distribution of each time draw: logit_normal or uniform."""
+    mu: float = -0.4
+    """Mean of the normal under the logit-normal's sigmoid."""
+    sigma: float = 1.0
+    """Standard deviation of the normal under the logit-normal's sigmoid."""
+    frac_r_neq_t: float = 1.0
+    """Fraction of pairs with r != t (MeanFlow used 0.25; FPMD uses 1.0 for its moving target)."""
+
+
+@dataclass(frozen=True)
+class SMFPConfig:
+    """Stochastic MeanFlow Policy (our specification, ALGORITHMS.md): one-step MeanFlow actor with
+    a learned Gaussian perturbation, an entropy surrogate and entropic mirror descent."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor f(s, z, r, t) -> (u, log_sigma)."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha)."""
+    init_alpha: float = 0.2
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Tune alpha so the entropy surrogate tracks the target; False keeps alpha at init_alpha."""
+    target_entropy_scale: float = 1.0
+    """Target entropy = -action_dim * target_entropy_scale."""
+    log_sigma_min: float = -5.0
+    """Lower bound of log sigma (pre-squash)."""
+    log_sigma_max: float = 1.0
+    """Upper bound of log sigma (pre-squash)."""
+    entropy: bool = True
+    """Entropy term on; off: sigma fixed at fixed_sigma, alpha = 0, no entropy bonus in the critic."""
+    fixed_sigma: float = 0.1
+    """sigma used when --smfp.no-entropy (0 gives the deterministic MeanFlow ablation, FPMD-M-like)."""
+    beta_md: float = 1.0
+    """Weight of the mirror-descent MeanFlow regression in the actor loss (0 turns it off)."""
+    num_particles: int = 16
+    """Particles per state drawn from the old policy for the mirror-descent step."""
+    weights: str = "linear"
+    """Particle weights: linear, truncated (Q - V)+; or exp, softmax(Q / md_lambda) as in FPMD."""
+    md_baseline: str = "mean"
+    """For linear weights: mean, (Q - mean Q)+ normalised to sum 1; max, the same normalised by
+    their largest value (the best particle gets weight 1)."""
+    md_lambda: float = 1.0
+    """Temperature of exp weights."""
+    old_policy: str = "copy"
+    """Old policy of the mirror-descent step: copy, a frozen copy refreshed every md_period
+    updates; ema, a Polyak average with rate old_tau."""
+    md_period: int = 1000
+    """Updates between refreshes of the frozen old policy (old_policy copy)."""
+    old_tau: float = 0.005
+    """Polyak rate of the old policy (old_policy ema)."""
+    times: FlowTimeConfig = field(default_factory=FlowTimeConfig)
+    """(r, t) sampling of the MeanFlow regression."""
+
+
+@dataclass(frozen=True)
+class FPMDConfig:
+    """One-Step Flow Policy Mirror Descent (FPMD-R: flow matching; FPMD-M: MeanFlow)."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the velocity (FPMD-R) or mean-velocity (FPMD-M) network."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    num_particles: int = 32
+    """N: particles per state for the importance weights and best-of-N action selection."""
+    md_lambda: float = 1.0
+    """lambda of the weights exp(Q / lambda), normalised per state over the particles."""
+    train_steps: int = 20
+    """K: Euler steps of FPMD-R's particle sampling in training (evaluation uses one)."""
+    explore_std_start: float = 0.3
+    """Std of the Gaussian exploration noise added to training actions, at the start ..."""
+    explore_std_end: float = 0.05
+    """... and after explore_decay_updates gradient updates (linear schedule)."""
+    explore_decay_updates: int = 50_000
+    """Updates over which the exploration std decays."""
+    times: FlowTimeConfig = field(default_factory=FlowTimeConfig)
+    """(r, t) sampling of FPMD-M's MeanFlow regression (FPMD-R draws t ~ U[0, 1])."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Train an agent on a batched MJX (or probe) environment; seeds are a vmap axis."""
 
@@ -105,6 +190,10 @@ class TrainConfig:
     """Twin critic shared by every agent."""
     sac: SACConfig = field(default_factory=SACConfig)
     """SAC hyper-parameters (used when --agent sac)."""
+    smfp: SMFPConfig = field(default_factory=SMFPConfig)
+    """SMFP hyper-parameters (used when --agent smfp)."""
+    fpmd: FPMDConfig = field(default_factory=FPMDConfig)
+    """FPMD-R / FPMD-M hyper-parameters (used when --agent fpmd-r or fpmd-m)."""
 
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""

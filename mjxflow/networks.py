@@ -50,3 +50,25 @@ class GaussianActor(nn.Module):
         # tanh keeps log_std inside its bounds with a smooth gradient (no clipping dead zones)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(raw) + 1.0)
         return mean, log_std
+
+
+class FlowActor(nn.Module):
+    """f(s, z, r, t) -> u (and log_sigma when `with_sigma`): a (mean-)velocity field over
+    pre-squash actions, conditioned on the state. Times enter as (t, t - r); a plain velocity
+    field v(s, z, t) is the same network called with r = t."""
+
+    hidden: Sequence[int]
+    action_size: int
+    with_sigma: bool = False
+    log_sigma_min: float = -5.0
+    log_sigma_max: float = 1.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, z: jax.Array, r: jax.Array, t: jax.Array):
+        h = jnp.concatenate([obs, z, t[..., None], (t - r)[..., None]], axis=-1)
+        out = MLP(self.hidden, (2 if self.with_sigma else 1) * self.action_size)(h)
+        if not self.with_sigma:
+            return out
+        u, raw = jnp.split(out, 2, axis=-1)
+        log_sigma = self.log_sigma_min + 0.5 * (self.log_sigma_max - self.log_sigma_min) * (jnp.tanh(raw) + 1.0)
+        return u, log_sigma

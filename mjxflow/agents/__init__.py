@@ -5,9 +5,10 @@ from __future__ import annotations
 from mjxflow.agents.base import Agent, Batch
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.sac import SAC
+from mjxflow.agents.smfp import SMFP
 from mjxflow.config import TrainConfig
 
-AGENT_NAMES: tuple[str, ...] = ("sac",)
+AGENT_NAMES: tuple[str, ...] = ("smfp", "sac")
 
 
 def check_agent_name(name: str) -> None:
@@ -19,6 +20,8 @@ def make_agent(cfg: TrainConfig, obs_size: int, action_size: int) -> Agent:
     check_agent_name(cfg.agent)
     if cfg.agent == "sac":
         return SAC(cfg.sac, cfg.critic, obs_size, action_size)
+    if cfg.agent == "smfp":
+        return SMFP(cfg.smfp, cfg.critic, obs_size, action_size)
     raise AssertionError(cfg.agent)
 
 

@@ -9,6 +9,7 @@ from flax import struct
 
 from mjxflow.agents.base import Batch
 from mjxflow.agents.critic import Critic, CriticState
+from mjxflow.agents.temperature import temperature_step
 from mjxflow.config import CriticConfig, SACConfig
 from mjxflow.distributions import gaussian_log_prob, tanh_log_det
 from mjxflow.networks import GaussianActor
@@ -65,10 +66,6 @@ class SAC:
         loss = jnp.mean(alpha * logp - q)
         return loss, (logp, {"actor/loss": loss, "actor/entropy": -jnp.mean(logp)})
 
-    def alpha_loss(self, log_alpha: jax.Array, logp: jax.Array) -> jax.Array:
-        """Lagrangian of the entropy constraint: -log_alpha * E[logp + target_entropy]."""
-        return -log_alpha * jnp.mean(jax.lax.stop_gradient(logp) + self.target_entropy)
-
     def update(self, state: SACState, batch: Batch, key: jax.Array) -> tuple[SACState, dict]:
         next_key, actor_key = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
@@ -84,9 +81,7 @@ class SAC:
 
         log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
         if self.cfg.autotune_alpha:
-            alpha_grad = jax.grad(self.alpha_loss)(state.log_alpha, logp)
-            alpha_updates, alpha_opt = self.alpha_opt.update(alpha_grad, state.alpha_opt)
-            log_alpha = optax.apply_updates(state.log_alpha, alpha_updates)
+            log_alpha, alpha_opt = temperature_step(log_alpha, alpha_opt, self.alpha_opt, logp, self.target_entropy)
 
         info = {**critic_info, **actor_info, "alpha/value": jnp.exp(log_alpha)}
         new_state = SACState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, log_alpha=log_alpha, alpha_opt=alpha_opt)

@@ -26,8 +26,28 @@ BRAX_TASKS = (
 )
 
 
+def _mjx_swimmer():
+    """brax's swimmer (same model, reward and defaults) built on MJX: brax allows it only on its
+    `generalized` pipeline, which no longer runs on current JAX (it calls jnp.clip(a_min=...))."""
+    from brax.envs import swimmer
+    from brax.envs.base import PipelineEnv
+    from brax.io import mjcf
+    from etils import epath
+
+    class MJXSwimmer(swimmer.Swimmer):
+        def __init__(self):
+            sys = mjcf.load(epath.resource_path("brax") / "envs/assets/swimmer.xml")
+            PipelineEnv.__init__(self, sys=sys, backend="mjx", n_frames=4)
+            self._forward_reward_weight = 1.0
+            self._ctrl_cost_weight = 1e-4
+            self._reset_noise_scale = 0.1
+            self._exclude_current_positions_from_observation = True
+
+    return MJXSwimmer()
+
+
 class BraxEnv:
-    """Adapter over `brax.envs.get_environment(name, backend="mjx")`.
+    """Adapter over `brax.envs.get_environment(name, backend="mjx")` (swimmer: see _mjx_swimmer).
 
     brax's own episode and auto-reset wrappers are not used: they overwrite the final observation
     of an episode, which the critic needs to bootstrap through a time limit.
@@ -41,7 +61,7 @@ class BraxEnv:
             warnings.simplefilter("ignore")
             from brax import envs as brax_envs
 
-            self._env = brax_envs.get_environment(name, backend="mjx")
+            self._env = _mjx_swimmer() if name == "swimmer" else brax_envs.get_environment(name, backend="mjx")
         self.name = name
         self.obs_size = int(self._env.observation_size)
         self.action_size = int(self._env.action_size)

@@ -58,7 +58,7 @@ class MultiGoal:
     action_size = 2
     default_episode_length = 1
 
-    def __init__(self, num_goals: int = 4, radius: float = 0.6, width: float = 0.1, mode_radius: float = 0.25):
+    def __init__(self, num_goals: int = 4, radius: float = 0.6, width: float = 0.2, mode_radius: float = 0.25):
         angles = [2 * math.pi * (k + 0.5) / num_goals for k in range(num_goals)]
         self.goals = jnp.array([[radius * math.cos(t), radius * math.sin(t)] for t in angles], jnp.float32)
         self.width = width

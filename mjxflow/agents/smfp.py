@@ -1,0 +1,176 @@
+"""SMFP: Stochastic MeanFlow Policy trained by entropic mirror descent (ALGORITHMS.md, our spec).
+
+Policy: e, xi ~ N(0, I); x = e - u(s, e, 0, 1) + sigma(s, e, 0, 1) * xi; a = tanh(x).
+Actor loss = entropic step (reparameterised, on the entropy surrogate) + beta_md * weighted
+MeanFlow regression onto particles of the old policy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from mjxflow import flows
+from mjxflow.agents.base import Batch
+from mjxflow.agents.critic import Critic, CriticState
+from mjxflow.agents.temperature import temperature_step
+from mjxflow.agents.generative import exp_weights, linear_weights, repeat
+from mjxflow.config import CriticConfig, SMFPConfig
+from mjxflow.distributions import gaussian_log_prob, tanh_log_det
+from mjxflow.networks import FlowActor
+
+
+class SMFPState(struct.PyTreeNode):
+    actor_params: dict
+    actor_opt: optax.OptState
+    old_params: dict  # the old policy of the mirror-descent step
+    critic: CriticState
+    log_alpha: jax.Array
+    alpha_opt: optax.OptState
+    updates: jax.Array
+
+
+class Sample(struct.PyTreeNode):
+    action: jax.Array  # tanh(x)
+    x: jax.Array  # pre-squash action
+    logp: jax.Array  # surrogate log-density log p~(a | s, e)
+
+
+def check_config(cfg: SMFPConfig) -> None:
+    for name, value, valid in (
+        ("weights", cfg.weights, ("linear", "exp")),
+        ("md_baseline", cfg.md_baseline, ("mean", "max")),
+        ("old_policy", cfg.old_policy, ("copy", "ema")),
+        ("times.dist", cfg.times.dist, ("logit_normal", "uniform")),
+    ):
+        if value not in valid:
+            raise ValueError(f"--smfp.{name.replace('_', '-')} {value!r} is not one of: {', '.join(valid)}")
+    if cfg.beta_md < 0 or cfg.fixed_sigma < 0 or cfg.num_particles < 2 or cfg.md_period < 1:
+        raise ValueError("--smfp.beta-md and --smfp.fixed-sigma must be >= 0, --smfp.num-particles >= 2, --smfp.md-period >= 1")
+
+
+def surrogate_log_prob(x: jax.Array, loc: jax.Array, log_sigma: jax.Array) -> jax.Array:
+    """log p~(a | s, e) = log N(x; e - u, sigma^2) - sum_i log(1 - tanh(x_i)^2), a = tanh(x).
+
+    Given the noise e the pre-squash action is Gaussian, so this is the exact conditional
+    log-density; -E[log p~] (the entropy surrogate) lower-bounds the policy's entropy.
+    """
+    return gaussian_log_prob(x, loc, log_sigma) - tanh_log_det(x)
+
+
+class SMFP:
+    name = "smfp"
+
+    def __init__(self, cfg: SMFPConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
+        check_config(cfg)
+        self.cfg = cfg
+        self.obs_size = obs_size
+        self.action_size = action_size
+        self.actor = FlowActor(tuple(cfg.actor_hidden), action_size, True, cfg.log_sigma_min, cfg.log_sigma_max)
+        self.critic = Critic(critic_cfg, obs_size, action_size)
+        self.actor_opt = optax.adam(cfg.actor_lr)
+        self.alpha_opt = optax.adam(cfg.alpha_lr)
+        self.target_entropy = -action_size * cfg.target_entropy_scale
+
+    def init(self, key: jax.Array) -> SMFPState:
+        actor_key, critic_key = jax.random.split(key)
+        d = self.action_size
+        params = self.actor.init(actor_key, jnp.zeros((1, self.obs_size)), jnp.zeros((1, d)), jnp.zeros((1,)), jnp.ones((1,)))
+        log_alpha = jnp.log(jnp.asarray(self.cfg.init_alpha if self.cfg.entropy else 1.0, jnp.float32))
+        return SMFPState(
+            actor_params=params, actor_opt=self.actor_opt.init(params), old_params=params,
+            critic=self.critic.init(critic_key), log_alpha=log_alpha, alpha_opt=self.alpha_opt.init(log_alpha),
+            updates=jnp.zeros((), jnp.int32),
+        )
+
+    def alpha(self, state: SMFPState) -> jax.Array:
+        return jnp.exp(state.log_alpha) if self.cfg.entropy else jnp.zeros(())
+
+    def u_fn(self, params: dict, obs: jax.Array) -> flows.MeanVelocityFn:
+        return lambda z, r, t: self.actor.apply(params, obs, z, r, t)[0]
+
+    def loc_and_log_sigma(self, params: dict, obs: jax.Array, e: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Mean e - u(s, e, 0, 1) and log sigma of the Gaussian over x given the noise e."""
+        ones = jnp.ones(e.shape[:-1])
+        u, log_sigma = self.actor.apply(params, obs, e, jnp.zeros_like(ones), ones)
+        if not self.cfg.entropy:
+            log_sigma = jnp.full_like(log_sigma, math.log(max(self.cfg.fixed_sigma, 1e-30)))
+        return e - u, log_sigma
+
+    def sample(self, params: dict, obs: jax.Array, key: jax.Array, noise_scale: float = 1.0) -> Sample:
+        """One-step stochastic sample (one network evaluation) and its surrogate log-density."""
+        e_key, xi_key = jax.random.split(key)
+        e = jax.random.normal(e_key, obs.shape[:-1] + (self.action_size,))
+        loc, log_sigma = self.loc_and_log_sigma(params, obs, e)
+        sigma = jnp.exp(log_sigma) if (self.cfg.entropy or self.cfg.fixed_sigma > 0) else jnp.zeros_like(loc)
+        x = loc + noise_scale * sigma * jax.random.normal(xi_key, loc.shape)
+        logp = surrogate_log_prob(x, loc, log_sigma) if self.cfg.entropy else jnp.zeros(x.shape[:-1])
+        return Sample(action=jnp.tanh(x), x=x, logp=logp)
+
+    def act(self, state: SMFPState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        """Stochastic: the policy sample. Deterministic: the same map without the sigma
+        perturbation (still one draw of e, so a multimodal policy keeps its modes)."""
+        return self.sample(state.actor_params, obs, key, 0.0 if deterministic else 1.0).action
+
+    def md_loss(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """sum_j w_j ||u(s, z_t, r, t) - sg(u_tgt)||^2 over N old-policy particles per state,
+        each paired with fresh noise e' (see ALGORITHMS.md, step 3)."""
+        cfg = self.cfg
+        particle_key, noise_key, time_key = jax.random.split(key, 3)
+        obs_n = repeat(obs, cfg.num_particles)
+        particles = self.sample(jax.lax.stop_gradient(old_params), obs_n, particle_key)
+        x = jax.lax.stop_gradient(particles.x)
+        q = jax.lax.stop_gradient(self.critic.min_q(critic_params, obs_n, particles.action))  # (N, B)
+        w = exp_weights(q, cfg.md_lambda) if cfg.weights == "exp" else linear_weights(q, cfg.md_baseline)
+        e = jax.random.normal(noise_key, x.shape)
+        r, t = flows.sample_rt(time_key, q.shape, cfg.times.dist, cfg.times.mu, cfg.times.sigma, cfg.times.frac_r_neq_t)
+        z, v = flows.interpolate(x, e, t)
+        u_fn = self.u_fn(params, obs_n)
+        target = flows.meanflow_target(u_fn, z, r, t, v)
+        err = jnp.sum((u_fn(z, r, t) - target) ** 2, axis=-1)
+        loss = jnp.mean(jnp.sum(w * err, axis=0))
+        return loss, {"actor/md_loss": loss, "actor/md_weight_max": jnp.mean(jnp.max(w, axis=0))}
+
+    def actor_loss(self, params: dict, state: SMFPState, critic_params: dict, obs: jax.Array, key: jax.Array):
+        """Entropic step E[alpha log p~ - min_k Q_k(s, a)] + beta_md * mirror-descent step."""
+        sample_key, md_key = jax.random.split(key)
+        s = self.sample(params, obs, sample_key)
+        entropic = jnp.mean(self.alpha(state) * s.logp - self.critic.min_q(critic_params, obs, s.action))
+        info = {"actor/entropic_loss": entropic, "actor/entropy": -jnp.mean(s.logp)}
+        loss = entropic
+        if self.cfg.beta_md > 0:
+            md, md_info = self.md_loss(params, state.old_params, critic_params, obs, md_key)
+            loss = loss + self.cfg.beta_md * md
+            info.update(md_info)
+        info["actor/loss"] = loss
+        return loss, (s.logp, info)
+
+    def refresh_old(self, params: dict, old: dict, updates: jax.Array) -> dict:
+        if self.cfg.old_policy == "ema":
+            return optax.incremental_update(params, old, self.cfg.old_tau)
+        refresh = updates % self.cfg.md_period == 0
+        return jax.tree.map(lambda p, o: jnp.where(refresh, p, o), params, old)
+
+    def update(self, state: SMFPState, batch: Batch, key: jax.Array) -> tuple[SMFPState, dict]:
+        next_key, actor_key = jax.random.split(key)
+        nxt = self.sample(state.actor_params, batch.next_obs, next_key)
+        critic, critic_info = self.critic.update(state.critic, batch, nxt.action, nxt.logp, self.alpha(state))
+
+        grads, (logp, actor_info) = jax.grad(self.actor_loss, has_aux=True)(state.actor_params, state, critic.params, batch.obs, actor_key)
+        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
+        params = optax.apply_updates(state.actor_params, updates)
+
+        log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
+        if self.cfg.entropy and self.cfg.autotune_alpha:
+            log_alpha, alpha_opt = temperature_step(log_alpha, alpha_opt, self.alpha_opt, logp, self.target_entropy)
+
+        n = state.updates + 1
+        new_state = SMFPState(
+            actor_params=params, actor_opt=actor_opt, old_params=self.refresh_old(params, state.old_params, n),
+            critic=critic, log_alpha=log_alpha, alpha_opt=alpha_opt, updates=n,
+        )
+        return new_state, {**critic_info, **actor_info, "alpha/value": self.alpha(new_state)}
