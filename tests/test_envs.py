@@ -93,9 +93,9 @@ def test_multigoal_has_equal_separated_modes():
     values = np.asarray(env.reward(env.goals))
     np.testing.assert_allclose(values, values[0], rtol=1e-6)
     assert values[0] > 0.99
-    # between two goals the reward drops to near zero: the modes are separated
+    # between two neighbouring goals the reward falls below a quarter of the peak: separate modes
     mid = (goals[0] + goals[1]) / 2
-    assert float(env.reward(jnp.asarray(mid))) < 0.01
+    assert float(env.reward(jnp.asarray(mid))) < 0.25 * values[0]
     # every goal is a local maximum of the reward
     for g in goals:
         for d in ([0.05, 0], [0, 0.05], [-0.05, 0], [0, -0.05]):
