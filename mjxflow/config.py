@@ -121,7 +121,9 @@ class FPMDConfig:
     num_particles: int = 32
     """N: particles per state for the importance weights and best-of-N action selection."""
     md_lambda: float = 1.0
-    """lambda of the weights exp(Q / lambda), normalised per state over the particles."""
+    """lambda of the weights exp(Q / lambda), normalised per state over the particles. The paper
+    gives no value; it must match the scale of Q differences between particles (0.1 suits the
+    one-step probes, whose Q lies in [-1, 1])."""
     train_steps: int = 20
     """K: Euler steps of FPMD-R's particle sampling in training (evaluation uses one)."""
     explore_std_start: float = 0.3

@@ -19,7 +19,7 @@ def cli(tmp_path, *args):
     "args, message",
     [
         (["--env", "antt"], "unknown env 'antt'; valid envs: ant, halfcheetah"),
-        (["--agent", "ppo"], "unknown agent 'ppo'; valid agents: smfp, sac"),
+        (["--agent", "ppo"], "unknown agent 'ppo'; valid agents: smfp, fpmd-r, fpmd-m, sac"),
         (["--num-envs", "0"], "--num-envs must be a positive integer, got 0"),
         (["--num-seeds", "-2"], "--num-seeds must be a positive integer, got -2"),
         (["--batch-size", "512"], "--batch-size 512 is larger than the replay's minimum fill"),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from mjxflow.agents.base import Agent, Batch
 from mjxflow.agents.critic import Critic, CriticState
+from mjxflow.agents.fpmd import FPMD
 from mjxflow.agents.sac import SAC
 from mjxflow.agents.smfp import SMFP
 from mjxflow.config import TrainConfig
 
-AGENT_NAMES: tuple[str, ...] = ("smfp", "sac")
+AGENT_NAMES: tuple[str, ...] = ("smfp", "fpmd-r", "fpmd-m", "sac")
 
 
 def check_agent_name(name: str) -> None:
@@ -22,6 +23,8 @@ def make_agent(cfg: TrainConfig, obs_size: int, action_size: int) -> Agent:
         return SAC(cfg.sac, cfg.critic, obs_size, action_size)
     if cfg.agent == "smfp":
         return SMFP(cfg.smfp, cfg.critic, obs_size, action_size)
+    if cfg.agent in ("fpmd-r", "fpmd-m"):
+        return FPMD(cfg.agent[-1], cfg.fpmd, cfg.critic, obs_size, action_size)
     raise AssertionError(cfg.agent)
 
 

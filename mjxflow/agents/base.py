@@ -26,5 +26,8 @@ class Agent(Protocol):
     def act(self, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
         """Actions in [-1, 1]^d for a batch of observations (batch, obs_size)."""
 
+    def policy_sample(self, state: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """A draw from the learned policy itself, without exploration extras (mode coverage)."""
+
     def update(self, state: Any, batch: Batch, key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
         """One gradient step of every learner; info holds scalar diagnostics keyed 'group/name'."""

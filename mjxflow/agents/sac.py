@@ -59,6 +59,9 @@ class SAC:
             return jnp.tanh(self.actor.apply(state.actor_params, obs)[0])
         return self.sample(state.actor_params, obs, key)[0]
 
+    def policy_sample(self, state: SACState, obs: jax.Array, key: jax.Array) -> jax.Array:
+        return self.sample(state.actor_params, obs, key)[0]
+
     def actor_loss(self, actor_params: dict, critic_params: dict, obs: jax.Array, alpha: jax.Array, key: jax.Array):
         """E[alpha logp(a|s) - min_k Q_k(s, a)], a reparameterised."""
         action, logp = self.sample(actor_params, obs, key)

@@ -116,6 +116,9 @@ class SMFP:
         perturbation (still one draw of e, so a multimodal policy keeps its modes)."""
         return self.sample(state.actor_params, obs, key, 0.0 if deterministic else 1.0).action
 
+    def policy_sample(self, state: SMFPState, obs: jax.Array, key: jax.Array) -> jax.Array:
+        return self.sample(state.actor_params, obs, key).action
+
     def md_loss(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """sum_j w_j ||u(s, z_t, r, t) - sg(u_tgt)||^2 over N old-policy particles per state,
         each paired with fresh noise e' (see ALGORITHMS.md, step 3)."""

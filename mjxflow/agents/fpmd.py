@@ -1,0 +1,126 @@
+"""FPMD-R and FPMD-M: One-Step Flow Policy Mirror Descent (FPMD paper, eqs. 8 and 16).
+
+Both regress a flow onto N particles of the current policy weighted by exp(Q / lambda) (normalised
+per state): FPMD-R a velocity field by flow matching (particles from K Euler steps in training),
+FPMD-M a mean-velocity field by MeanFlow (particles and actions from one step). Training actions
+are best-of-N by Q plus scheduled Gaussian noise; evaluation takes one network evaluation.
+
+As in the paper the flow lives in the action box itself: an action is the flow's output clipped
+to [-1, 1], and particles are clipped before they become regression data. (With a tanh squash
+instead, nothing bounds the pre-squash particles once tanh saturates and Q stops telling them
+apart, and FPMD-M's self-generated targets then grow without limit.)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from mjxflow import flows
+from mjxflow.agents.base import Batch
+from mjxflow.agents.critic import Critic, CriticState
+from mjxflow.agents.generative import best_of_n, exp_weights, repeat
+from mjxflow.config import CriticConfig, FPMDConfig
+from mjxflow.networks import FlowActor
+
+
+class FPMDState(struct.PyTreeNode):
+    actor_params: dict
+    actor_opt: optax.OptState
+    critic: CriticState
+    updates: jax.Array
+
+
+class FPMD:
+    def __init__(self, variant: str, cfg: FPMDConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
+        if variant not in ("r", "m"):
+            raise ValueError(f"unknown FPMD variant {variant!r}; valid: r, m")
+        if cfg.times.dist not in ("logit_normal", "uniform"):
+            raise ValueError(f"--fpmd.times.dist {cfg.times.dist!r} is not one of: logit_normal, uniform")
+        self.name = f"fpmd-{variant}"
+        self.variant = variant
+        self.cfg = cfg
+        self.obs_size = obs_size
+        self.action_size = action_size
+        self.actor = FlowActor(tuple(cfg.actor_hidden), action_size)
+        self.critic = Critic(critic_cfg, obs_size, action_size)
+        self.actor_opt = optax.adam(cfg.actor_lr)
+        self.train_steps = cfg.train_steps if variant == "r" else 1
+
+    def init(self, key: jax.Array) -> FPMDState:
+        actor_key, critic_key = jax.random.split(key)
+        d = self.action_size
+        params = self.actor.init(actor_key, jnp.zeros((1, self.obs_size)), jnp.zeros((1, d)), jnp.zeros((1,)), jnp.ones((1,)))
+        return FPMDState(actor_params=params, actor_opt=self.actor_opt.init(params), critic=self.critic.init(critic_key),
+                         updates=jnp.zeros((), jnp.int32))
+
+    def field(self, params: dict, obs: jax.Array) -> flows.MeanVelocityFn:
+        """u(z, r, t) for FPMD-M; FPMD-R's velocity v(z, t) is the same network at r = t."""
+        return lambda z, r, t: self.actor.apply(params, obs, z, r, t)
+
+    def sample_x(self, params: dict, obs: jax.Array, key: jax.Array, steps: int) -> jax.Array:
+        """Actions from noise in `steps` network evaluations, clipped into the action box."""
+        e = jax.random.normal(key, obs.shape[:-1] + (self.action_size,))
+        u = self.field(params, obs)
+        if self.variant == "r":
+            x = flows.euler(lambda z, t: u(z, t, t), e, steps)
+        else:
+            x = flows.one_step(u, e) if steps == 1 else flows.mean_flow_steps(u, e, steps)
+        return jnp.clip(x, -1.0, 1.0)
+
+    def policy_sample(self, state: FPMDState, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """A draw from the learned policy as deployed (one step, no best-of-N, no extra noise)."""
+        return self.sample_x(state.actor_params, obs, key, 1)
+
+    def explore_std(self, updates: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        frac = jnp.clip(updates / max(cfg.explore_decay_updates, 1), 0.0, 1.0)
+        return cfg.explore_std_start + frac * (cfg.explore_std_end - cfg.explore_std_start)
+
+    def particles(self, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """N particles per state from the current policy, without gradient, and their min Q."""
+        obs_n = repeat(obs, self.cfg.num_particles)
+        a = jax.lax.stop_gradient(self.sample_x(state.actor_params, obs_n, key, self.train_steps))
+        return a, self.critic.min_q(state.critic.params, obs_n, a)
+
+    def act(self, state: FPMDState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic:
+            return self.policy_sample(state, obs, key)
+        particle_key, noise_key = jax.random.split(key)
+        a, q = self.particles(state, obs, particle_key)
+        noise = self.explore_std(state.updates) * jax.random.normal(noise_key, obs.shape[:-1] + (self.action_size,))
+        return jnp.clip(best_of_n(a, q) + noise, -1.0, 1.0)
+
+    def actor_loss(self, params: dict, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """sum_j w_j * regression error, w = softmax_j(Q(s, a_j) / lambda) over the particles."""
+        particle_key, noise_key, time_key = jax.random.split(key, 3)
+        x, q = self.particles(state, obs, particle_key)
+        w = jax.lax.stop_gradient(exp_weights(q, self.cfg.md_lambda))
+        e = jax.random.normal(noise_key, x.shape)
+        obs_n = repeat(obs, self.cfg.num_particles)
+        u = self.field(params, obs_n)
+        if self.variant == "r":  # flow matching, t ~ U[0, 1]
+            t = jax.random.uniform(time_key, q.shape)
+            z, v = flows.interpolate(x, e, t)
+            err = jnp.sum((u(z, t, t) - v) ** 2, axis=-1)
+        else:  # MeanFlow with the JVP target
+            times = self.cfg.times
+            r, t = flows.sample_rt(time_key, q.shape, times.dist, times.mu, times.sigma, times.frac_r_neq_t)
+            z, v = flows.interpolate(x, e, t)
+            err = jnp.sum((u(z, r, t) - flows.meanflow_target(u, z, r, t, v)) ** 2, axis=-1)
+        loss = jnp.mean(jnp.sum(w * err, axis=0))
+        return loss, {"actor/loss": loss, "actor/weight_max": jnp.mean(jnp.max(w, axis=0)), "actor/q_particles": jnp.mean(q)}
+
+    def update(self, state: FPMDState, batch: Batch, key: jax.Array) -> tuple[FPMDState, dict]:
+        next_key, actor_key = jax.random.split(key)
+        next_action = self.sample_x(state.actor_params, batch.next_obs, next_key, self.train_steps)
+        no_entropy = jnp.zeros(batch.reward.shape)
+        critic, critic_info = self.critic.update(state.critic, batch, next_action, no_entropy, jnp.zeros(()))
+        state = state.replace(critic=critic)
+        grads, info = jax.grad(self.actor_loss, has_aux=True)(state.actor_params, state, batch.obs, actor_key)
+        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
+        new_state = FPMDState(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=actor_opt,
+                              critic=critic, updates=state.updates + 1)
+        return new_state, {**critic_info, **info, "explore/std": self.explore_std(new_state.updates)}
