@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tyro
 
@@ -29,8 +30,26 @@ class EvalConfig:
     """Checkpoint step (env steps per seed); default: the latest."""
     episodes: int | None = None
     """Evaluation episodes per seed; default: the run's eval_envs (reproduces its logged return)."""
+    mode_samples: int = 2000
+    """Policy samples per seed for mode coverage (tasks with known optimal modes, e.g. multigoal)."""
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""
+
+
+def mode_coverage(run: checkpoint.LoadedRun, num_samples: int, key: jax.Array) -> np.ndarray:
+    """Fraction of policy samples (stochastic policy, at initial states) in each optimal mode,
+    shape (seeds, modes); the rest fell in no mode."""
+    env, loop = run.loop.env, run.loop
+    obs_key, act_key = jax.random.split(key)
+    obs = jax.vmap(env.reset)(jax.random.split(obs_key, num_samples)).obs
+
+    @jax.jit
+    def fractions(seeds):
+        actions = jax.vmap(lambda seed: loop.policy_samples(seed, obs, act_key))(seeds)
+        modes = env.mode_of(actions)  # (seeds, samples)
+        return jnp.stack([jnp.mean(modes == k, axis=-1) for k in range(len(env.goals))], axis=-1)
+
+    return np.asarray(fractions(run.state.seeds))
 
 
 def evaluate_run(cfg: EvalConfig, log=print) -> dict:
@@ -59,6 +78,17 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
     for row in result["per_seed"]:
         log(f"| {row['seed']} | {row['episode_return_mean']:.2f} | {row['episode_return_std']:.2f} |")
     log(f"over seeds: {result['episode_return_mean']:.2f} ± {result['episode_return_std']:.2f} (std of the seed means)")
+    if hasattr(run.loop.env, "mode_of"):
+        coverage = mode_coverage(run, cfg.mode_samples, jax.random.PRNGKey(0))
+        result["mode_coverage"] = coverage.tolist()
+        result["mode_samples_per_seed"] = cfg.mode_samples
+        modes = coverage.shape[1]
+        log(f"mode coverage ({cfg.mode_samples} policy samples per seed; fraction in each optimal mode):")
+        log("| seed | " + " | ".join(f"mode {k}" for k in range(modes)) + " | in no mode | modes with >= 10% |")
+        log("| --- " * (modes + 3) + "|")
+        for s, row in enumerate(coverage):
+            cells = " | ".join(f"{f:.3f}" for f in row)
+            log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(np.sum(row >= 0.1))} |")
     with open(os.path.join(cfg.run, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result

@@ -79,9 +79,9 @@ class Loop:
     def normalize(self, norm: RunningStats, obs: jax.Array) -> jax.Array:
         return normalizer.normalize(norm, obs) if self.cfg.normalize_obs else obs
 
-    def policy(self, seed: SeedState, deterministic: bool, key: jax.Array) -> Callable[[jax.Array], jax.Array]:
-        """Raw observations -> actions, with this seed's normaliser and agent."""
-        return lambda obs: self.agent.act(seed.agent, self.normalize(seed.norm, obs), key, deterministic)
+    def policy(self, seed: SeedState, deterministic: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """(raw observations, key) -> actions, with this seed's normaliser and agent."""
+        return lambda obs, key: self.agent.act(seed.agent, self.normalize(seed.norm, obs), key, deterministic)
 
     def collect(self, seed: SeedState, random_actions: jax.Array) -> tuple[SeedState, dict]:
         """One step of every training environment; the transitions go into the replay buffer."""
@@ -90,7 +90,7 @@ class Loop:
         action = jax.lax.cond(
             random_actions,
             lambda: jax.random.uniform(random_key, (self.cfg.num_envs, self.env.action_size), minval=-1.0, maxval=1.0),
-            lambda: self.policy(seed, False, act_key)(obs),
+            lambda: self.policy(seed, False)(obs, act_key),
         )
         envs, out = jax.vmap(self.episode_env.step)(seed.envs, action)
         seed = seed.replace(
@@ -120,8 +120,7 @@ class Loop:
     def evaluate(self, seed: SeedState, iteration: jax.Array, num_episodes: int) -> jax.Array:
         """Returns of `num_episodes` deterministic-policy episodes on fresh evaluation envs."""
         key = jax.random.fold_in(seed.eval_key, iteration)
-        reset_key, act_key = jax.random.split(key)
-        return rollout_returns(self.env, self.policy(seed, True, act_key), reset_key, num_episodes, self.episode_env.episode_length)
+        return rollout_returns(self.env, self.policy(seed, True), key, num_episodes, self.episode_env.episode_length)
 
     # ---- the fused iteration ----------------------------------------------------------------------
     def iterate(self, ts: TrainState) -> tuple[TrainState, dict]:
@@ -158,6 +157,10 @@ class Loop:
             return jax.lax.scan(lambda s, _: self.iterate(s), ts, None, length=length)
 
         return jax.jit(chunk, donate_argnums=0)
+
+    def policy_samples(self, seed: SeedState, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Draws from the learned policy itself (no exploration extras) at raw observations."""
+        return self.agent.policy_sample(seed.agent, self.normalize(seed.norm, obs), key)
 
     def make_evaluate_all(self, num_episodes: int) -> Callable[[TrainState], jax.Array]:
         """jit(state -> returns (seeds, num_episodes)) at the state's own iteration: the same

@@ -89,3 +89,14 @@ def test_resume_continues_the_run(cli_run):
     assert "2400" in os.listdir(cli_run / "checkpoints")
     walls = [r["wall_time"] for r in rows if r["seed"] == 0]
     assert walls == sorted(walls)
+
+
+def test_evaluate_reports_mode_coverage_on_multigoal(tmp_path, capsys):
+    args = ["--run-name", "mg", "--total-steps", "800", "--env", "multigoal"]
+    assert train.main(cli(tmp_path, *args)) == 0
+    assert evaluate.main(["--run", str(tmp_path / "mg"), "--mode-samples", "1000"]) == 0
+    out = json.load(open(tmp_path / "mg" / "eval.json"))
+    coverage = np.asarray(out["mode_coverage"])
+    assert coverage.shape == (2, 4) and np.all((coverage >= 0) & (coverage <= 1))
+    assert np.all(coverage.sum(axis=1) <= 1 + 1e-6)
+    assert "mode coverage" in capsys.readouterr().out

@@ -72,9 +72,9 @@ def test_termination_stops_bootstrap():
 
 
 def test_rollout_returns_stop_at_termination_and_limit():
-    returns = rollout_returns(Walk(wall=2.5), lambda obs: jnp.ones_like(obs), jax.random.PRNGKey(0), 3, 10)
+    returns = rollout_returns(Walk(wall=2.5), lambda obs, key: jnp.ones_like(obs), jax.random.PRNGKey(0), 3, 10)
     np.testing.assert_allclose(returns, 3.0)  # steps 1, 2, 3 rewarded; terminated at 3
-    returns = rollout_returns(Walk(), lambda obs: jnp.ones_like(obs), jax.random.PRNGKey(0), 2, 7)
+    returns = rollout_returns(Walk(), lambda obs, key: jnp.ones_like(obs), jax.random.PRNGKey(0), 2, 7)
     np.testing.assert_allclose(returns, 7.0)
 
 

@@ -78,14 +78,16 @@ class EpisodeEnv:
 
 
 def rollout_returns(
-    env: Env, policy: Callable[[jax.Array], jax.Array], key: jax.Array, num_episodes: int, episode_length: int
+    env: Env, policy: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array, num_episodes: int, episode_length: int
 ) -> jax.Array:
     """Undiscounted returns of `num_episodes` parallel episodes, each run until it terminates or
-    reaches `episode_length` steps. `policy` maps a batch of raw observations to actions.
+    reaches `episode_length` steps. `policy(obs, key)` maps a batch of raw observations to
+    actions; step t gets fold_in(key, t), so a policy that draws noise draws it afresh each step.
 
     A while loop stops as soon as every episode has ended, so short episodes cost little.
     """
-    states = jax.vmap(env.reset)(jax.random.split(key, num_episodes))
+    reset_key, act_key = jax.random.split(key)
+    states = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
 
     def cond(carry):
         t, _, alive, _ = carry
@@ -93,7 +95,7 @@ def rollout_returns(
 
     def body(carry):
         t, s, alive, total = carry
-        s = jax.vmap(env.step)(s, policy(s.obs))
+        s = jax.vmap(env.step)(s, policy(s.obs, jax.random.fold_in(act_key, t)))
         total = total + jnp.where(alive, s.reward, 0.0)
         alive = alive & (s.terminated <= 0)
         return t + 1, s, alive, total
