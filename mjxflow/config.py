@@ -142,7 +142,7 @@ class TrainConfig:
 
     env: str = "inverted_pendulum"
     """Environment name (see mjxflow.envs.ENV_NAMES)."""
-    agent: str = "sac"
+    agent: str = "smfp"
     """Agent name (see mjxflow.agents.AGENT_NAMES)."""
     num_envs: int = 16
     """Parallel training environments per seed."""
@@ -150,7 +150,7 @@ class TrainConfig:
     """Seeds trained at once, as one vmapped program."""
     seed: int = 0
     """Base random seed; seed i of the sweep uses split(PRNGKey(seed), num_seeds)[i]."""
-    total_steps: int = 60_000
+    total_steps: int = 32_000
     """Environment steps per seed (rounded up to whole iterations of num_envs steps)."""
     run_name: str | None = None
     """Name of the run directory under runs_dir; default: ENV-AGENT-TIMESTAMP."""
