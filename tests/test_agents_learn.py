@@ -17,10 +17,10 @@ SMALL = (64, 64)
 
 def small_config(agent: str, **overrides):
     return tiny_config(
-        agent=agent, total_steps=6400, eval_every=3200, critic=CriticConfig(hidden=SMALL),
+        agent=agent, total_steps=9600, eval_every=4800, eval_envs=64, critic=CriticConfig(hidden=SMALL),
         sac=SACConfig(actor_hidden=SMALL),
         smfp=SMFPConfig(actor_hidden=SMALL, num_particles=16),
-        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=16, train_steps=5, md_lambda=0.1, explore_decay_updates=2000),
+        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=16, train_steps=20, md_lambda=0.05, explore_decay_updates=2000),
         **overrides,
     )
 
