@@ -152,6 +152,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     if start_steps == 0:  # the initial policy's return: the first point of every learning curve
         last_eval[:] = np.asarray(loop.make_evaluate_all(cfg.eval_envs)(state)).mean(axis=1)
         pending = [{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)} for s, r in enumerate(last_eval)]
+        best = np.fmax(best, last_eval)
         progress.update(0, last_eval)
     t0 = time.perf_counter()
     while int(state.iteration) < loop.total_iters:
