@@ -23,6 +23,7 @@ from mjxflow.cli import ConfigError, enable_compile_cache, run_command
 from mjxflow.config import TrainConfig, load_json, save_json
 from mjxflow.envs import check_env_name
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, read_jsonl, summary_table
+from mjxflow.plot import plot_runs
 
 
 # Fields a resumed run may change: they affect logging, evaluation and saving, not training.
@@ -171,6 +172,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     mngr.close()
     wall = wall_offset + time.perf_counter() - t0
     log(summary_table(last_eval, best))
+    plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
     steps = state.env_steps(cfg.num_envs)
     log(f"done: {steps:,} env steps per seed in {wall:.1f} s; run directory {run_dir}")
     return TrainResult(run_dir=run_dir, final_eval=last_eval.copy(), best_eval=best, env_steps=steps, wall_time=wall)

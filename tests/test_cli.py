@@ -49,7 +49,7 @@ def cli_run(tmp_path_factory):
 
 
 def test_run_directory_contents(cli_run):
-    assert {"config.json", "metrics.jsonl", "metrics.csv", "checkpoints"} <= set(os.listdir(cli_run))
+    assert {"config.json", "metrics.jsonl", "metrics.csv", "checkpoints", "curve.png"} <= set(os.listdir(cli_run))
     assert sorted(os.listdir(cli_run / "checkpoints")) == ["1600", "800"]
     rows = read_jsonl(cli_run / "metrics.jsonl")
     assert len(rows) == 5 * 2  # the initial policy and 4 log points, x 2 seeds
