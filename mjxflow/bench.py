@@ -1,0 +1,399 @@
+"""`python -m mjxflow.bench`: throughput, the floor under it, inference latency, seed sweeps.
+
+Every measurement runs after compilation and warm-up, repeats, and reports the median with the
+spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.json and .md.
+
+- train:   env steps/s and gradient updates/s of the fused training loop, per agent.
+- floor:   the raw stepping rate of the same batched env (random actions, envs well past their
+           resets) and the cost of the agent's updates alone; overhead ratio = time of a training
+           iteration / (time of its env step + time of its updates). 1.0: the loop adds nothing.
+- latency: one jitted action batch (1 and 4096 states by default), deterministic policy; FPMD-R
+           also at its 20-step training sampler.
+- sweep:   wall time of S vmapped seeds against S times one seed (efficiency = S * t(1) / t(S)).
+- peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
+           and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
+           a second virtual environment (peer_venv, created on first use from
+           mjxflow/peer/requirements.txt) and reports back as JSON; the project's jax is untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
+from mjxflow.checkpoint import build_loop
+from mjxflow.cli import ConfigError, enable_compile_cache, run_command
+from mjxflow.config import TrainConfig
+from mjxflow.envs import check_env_name, make_env
+
+MEASURES = ("train", "floor", "latency", "sweep", "peer")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Benchmark the fused loop, its floor, inference latency and seed sweeps side by side."""
+
+    env: str = "inverted_pendulum"
+    """Environment name (see mjxflow.envs.ENV_NAMES)."""
+    num_envs: tuple[int, ...] = (16, 64)
+    """Training environment counts to measure (each is its own row)."""
+    agents: tuple[str, ...] = AGENT_NAMES
+    """Agents to measure."""
+    seeds: tuple[int, ...] = (1, 2, 4, 8)
+    """Seed counts S of the seed-sweep table."""
+    sweep_agent: str = "sac"
+    """Agent of the seed-sweep table."""
+    measure: tuple[str, ...] = MEASURES
+    """Which tables: train, floor, latency, sweep, peer."""
+    batch_size: int = 256
+    """Minibatch size of each gradient update."""
+    updates_per_iter: int = 4
+    """Gradient updates per iteration."""
+    iters: int = 50
+    """Iterations per timed chunk."""
+    repeats: int = 5
+    """Timed chunks (or calls) per measurement; the median is reported."""
+    latency_batch: tuple[int, ...] = (1, 4096)
+    """State batch sizes of the inference-latency table."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of every actor and critic network."""
+    fpmd_particles: int = 32
+    """FPMD particles N (the paper's default; lower it for a cheaper CPU run)."""
+    fpmd_train_steps: int = 20
+    """FPMD-R Euler steps K of its particle sampling in training."""
+    peer_venv: str = "~/.cache/mjxflow/peer-venv"
+    """Virtual environment of brax's trainer (created on first use from mjxflow/peer/requirements.txt)."""
+    peer_timeout: int = 1800
+    """Seconds allowed for setting up and running the peer, per num_envs setting."""
+    name: str | None = None
+    """Output name under out_dir; default: ENV-TIMESTAMP."""
+    out_dir: str = "runs/bench"
+    """Folder for <name>.json and <name>.md."""
+    compile_cache: str | None = "~/.cache/mjxflow/jax"
+    """Folder of JAX's persistent compilation cache (None turns it off)."""
+
+
+def validate(cfg: BenchConfig) -> None:
+    try:
+        check_env_name(cfg.env)
+        for a in cfg.agents + (cfg.sweep_agent,):
+            check_agent_name(a)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for m in cfg.measure:
+        if m not in MEASURES:
+            raise ConfigError(f"unknown measure {m!r}; valid: {', '.join(MEASURES)}")
+    for name in ("num_envs", "seeds", "latency_batch"):
+        values = getattr(cfg, name)
+        if not values or any(v <= 0 for v in values):
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive integers, got {values}")
+    for name in ("batch_size", "updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
+
+
+def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1) -> TrainConfig:
+    """A run whose replay is past its minimum fill after one chunk and that never evaluates."""
+    base = TrainConfig()
+    return dataclasses.replace(
+        base, env=cfg.env, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=cfg.batch_size,
+        updates_per_iter=cfg.updates_per_iter, min_replay=max(cfg.batch_size, num_envs),
+        replay_size=max(10_000, 4 * cfg.iters * num_envs), total_steps=10**9, eval_every=10**9,
+        critic=dataclasses.replace(base.critic, hidden=cfg.hidden),
+        sac=dataclasses.replace(base.sac, actor_hidden=cfg.hidden),
+        smfp=dataclasses.replace(base.smfp, actor_hidden=cfg.hidden),
+        fpmd=dataclasses.replace(base.fpmd, actor_hidden=cfg.hidden, num_particles=cfg.fpmd_particles,
+                                 train_steps=cfg.fpmd_train_steps),
+        compile_cache=None,
+    )
+
+
+def time_calls(fn: Callable[[], object], repeats: int) -> np.ndarray:
+    """Seconds of `repeats` calls of fn (each blocked until its results are ready)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return np.array(times)
+
+
+def stats(times: np.ndarray, work: float = 1.0) -> dict:
+    """Median and spread of a rate (work / time) or, with work=1, of a duration."""
+    rates = work / times
+    return {"median": float(np.median(rates)), "min": float(np.min(rates)), "max": float(np.max(rates))}
+
+
+class Stateful:
+    """A donated state threaded through repeated calls of a jitted step."""
+
+    def __init__(self, fn, state):
+        self.fn, self.state = fn, state
+
+    def __call__(self):
+        out = self.fn(self.state)
+        self.state = out[0] if isinstance(out, tuple) else out
+        return self.state
+
+
+def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1, with_floor: bool = False) -> dict:
+    """Fused-loop throughput; with_floor adds the env-only and updates-only times per iteration."""
+    tc = train_config(cfg, agent, num_envs, num_seeds)
+    loop = build_loop(tc)
+    chunk = loop.make_train_chunk(cfg.iters)
+    state = jax.jit(loop.init)()
+    t = time.perf_counter()
+    state, _ = jax.block_until_ready(chunk(state))  # compile, fill the replay past its minimum
+    compile_s = time.perf_counter() - t
+    run = Stateful(chunk, state)
+    run()  # envs leave their reset states; learning is on from here
+    times = time_calls(run, cfg.repeats)
+    per_iter = float(np.median(times)) / cfg.iters
+    out = {
+        "agent": agent, "num_envs": num_envs, "seeds": num_seeds, "compile_s": compile_s,
+        "env_steps_per_s": stats(times, cfg.iters * num_envs * num_seeds),
+        "updates_per_s": stats(times, cfg.iters * cfg.updates_per_iter * num_seeds),
+        "iteration_s": per_iter,
+    }
+    if with_floor:
+        state = run.state
+        env_s = _time_env_only(loop, state, cfg)
+        upd_s = _time_updates_only(loop, state, cfg)
+        out.update(env_step_s=env_s, updates_s=upd_s, overhead_ratio=per_iter / (env_s + upd_s),
+                   raw_env_steps_per_s=num_envs * num_seeds / env_s)
+    return out
+
+
+def _time_env_only(loop, state, cfg: BenchConfig) -> float:
+    """Seconds per iteration of stepping every env of every seed with random actions."""
+    env, a = loop.episode_env, loop.env.action_size
+
+    def steps(carry):
+        envs, key = carry
+
+        def body(c, _):
+            envs, key = c
+            key, k = jax.random.split(key)
+            actions = jax.random.uniform(k, envs.steps.shape + (a,), minval=-1.0, maxval=1.0)
+            envs, out = jax.vmap(jax.vmap(env.step))(envs, actions)
+            return (envs, key), jnp.sum(out.transition.reward)
+
+        (envs, key), r = jax.lax.scan(body, (envs, key), None, length=cfg.iters)
+        return (envs, key), r
+
+    fn = jax.jit(steps, donate_argnums=0)
+    carry = (jax.tree.map(jnp.copy, state.seeds.envs), jax.random.PRNGKey(0))
+    run = Stateful(fn, jax.block_until_ready(fn(carry))[0])
+    return float(np.median(time_calls(run, cfg.repeats))) / cfg.iters
+
+
+def _time_updates_only(loop, state, cfg: BenchConfig) -> float:
+    """Seconds per iteration of the G gradient updates alone (every seed), from the filled replay."""
+    learn = jax.vmap(loop.learn)
+
+    def body(seeds):
+        def one(s, _):
+            s, info = learn(s)
+            return s, info["critic/loss"] if "critic/loss" in info else 0.0
+        return jax.lax.scan(one, seeds, None, length=cfg.iters)
+
+    fn = jax.jit(body, donate_argnums=0)
+    seeds = jax.tree.map(jnp.copy, state.seeds)
+    run = Stateful(fn, jax.block_until_ready(fn(seeds))[0])
+    return float(np.median(time_calls(run, cfg.repeats))) / cfg.iters
+
+
+def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None = None) -> dict:
+    """Seconds per jitted deterministic action batch; `steps` overrides FPMD's sampler steps."""
+    env = make_env(cfg.env)
+    ag = make_agent(train_config(cfg, agent, 1), env.obs_size, env.action_size)
+    state = ag.init(jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (batch, env.obs_size))
+    if steps is None:
+        fn = jax.jit(lambda st, o, k: ag.act(st, o, k, True))
+    else:
+        fn = jax.jit(lambda st, o, k: ag.sample_x(st.actor_params, o, k, steps))
+    key = jax.random.PRNGKey(2)
+    jax.block_until_ready(fn(state, obs, key))
+    calls = max(20, cfg.repeats)
+    times = time_calls(lambda: fn(state, obs, key), calls)
+    return {"agent": agent, "batch": batch, "nfe": steps or 1, "ms": 1e3 * float(np.median(times)),
+            "ms_min": 1e3 * float(np.min(times)), "ms_max": 1e3 * float(np.max(times))}
+
+
+def _fmt_rate(s: dict) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+
+
+def train_table(rows: list[dict]) -> str:
+    lines = ["| agent | num_envs | env steps/s | updates/s | compile (s) |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['agent']} | {r['num_envs']} | {_fmt_rate(r['env_steps_per_s'])} | "
+                     f"{_fmt_rate(r['updates_per_s'])} | {r['compile_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def floor_table(rows: list[dict]) -> str:
+    lines = ["| agent | num_envs | raw env steps/s | env step (ms/iter) | updates (ms/iter) | loop (ms/iter) | overhead ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['agent']} | {r['num_envs']} | {r['raw_env_steps_per_s']:,.0f} | {1e3 * r['env_step_s']:.2f} | "
+                     f"{1e3 * r['updates_s']:.2f} | {1e3 * r['iteration_s']:.2f} | {r['overhead_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def latency_table(rows: list[dict]) -> str:
+    sac = {r["batch"]: r["ms"] for r in rows if r["agent"] == "sac" and r["nfe"] == 1}
+    lines = ["| agent | NFE | states | ms per action batch (min-max) | / SAC |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ratio = f"{r['ms'] / sac[r['batch']]:.2f}" if r["batch"] in sac else "-"
+        lines.append(f"| {r['agent']} | {r['nfe']} | {r['batch']} | {r['ms']:.3f} ({r['ms_min']:.3f}-{r['ms_max']:.3f}) | {ratio} |")
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict]) -> str:
+    t1 = next((r["chunk_s"] for r in rows if r["seeds"] == 1), None)
+    lines = ["| seeds S | wall per chunk (s) | S x one seed (s) | efficiency S*t(1)/t(S) | env steps/s (all seeds) |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        alone = f"{r['seeds'] * t1:.2f}" if t1 else "-"
+        eff = f"{r['seeds'] * t1 / r['chunk_s']:.2f}" if t1 else "-"
+        lines.append(f"| {r['seeds']} | {r['chunk_s']:.2f} | {alone} | {eff} | {r['env_steps_per_s']['median']:,.0f} |")
+    return "\n".join(lines)
+
+
+PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer")
+
+
+def peer_python(cfg: BenchConfig, log=print) -> str:
+    """The peer environment's interpreter, creating the environment first when it is missing."""
+    venv = os.path.expanduser(cfg.peer_venv)
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        log(f"peer: creating {venv} (brax.training with jax < 0.8; once)")
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "-r", os.path.join(PEER_DIR, "requirements.txt")],
+                       check=True, timeout=cfg.peer_timeout)
+    return python
+
+
+def measure_peer(cfg: BenchConfig, ours: list[dict], log=print) -> list[dict]:
+    """brax's SAC against ours at each num_envs; `ours` may already hold our SAC's train rows."""
+    rows = []
+    try:
+        python = peer_python(cfg, log)
+    except (subprocess.SubprocessError, OSError) as e:
+        log(f"peer: unavailable, the peer environment could not be set up ({e})")
+        return rows
+    for n in cfg.num_envs:
+        mine = next((r for r in ours if r["agent"] == "sac" and r["num_envs"] == n), None) or measure_training(cfg, "sac", n)
+        cmd = [python, os.path.join(PEER_DIR, "brax_sac.py"), "--env", cfg.env, "--num-envs", str(n),
+               "--batch-size", str(cfg.batch_size), "--updates-per-iter", str(cfg.updates_per_iter),
+               "--iters", str(cfg.iters), "--repeats", str(cfg.repeats), "--hidden", *map(str, cfg.hidden)]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.peer_timeout, env=env)
+        except subprocess.TimeoutExpired:
+            log(f"peer: brax's SAC at {n} envs ran past {cfg.peer_timeout} s")
+            continue
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            log(f"peer: brax's SAC at {n} envs failed: {tail}")
+            continue
+        theirs = json.loads(lines[-1])
+        sps = np.array(theirs["env_steps_per_s"])
+        brax_rate = {"median": float(np.median(sps)), "min": float(np.min(sps)), "max": float(np.max(sps))}
+        rows.append({"num_envs": n, "ours": mine["env_steps_per_s"], "brax": brax_rate,
+                     "ratio": mine["env_steps_per_s"]["median"] / brax_rate["median"], "brax_jax": theirs["jax"]})
+    return rows
+
+
+def peer_table(rows: list[dict]) -> str:
+    lines = ["| num_envs | our SAC env steps/s | brax SAC env steps/s | ours / brax |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['num_envs']} | {_fmt_rate(r['ours'])} | {_fmt_rate(r['brax'])} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def run_bench(cfg: BenchConfig, log=print) -> dict:
+    validate(cfg)
+    enable_compile_cache(cfg.compile_cache)
+    name = cfg.name or f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = {"config": dataclasses.asdict(cfg), "machine": machine(), "tables": {}}
+    sections = []
+
+    def section(title: str, key: str, rows: list[dict], table: str):
+        result[key] = rows
+        result["tables"][key] = table
+        text = f"## {title}\n\n{table}\n"
+        sections.append(text)
+        log(text)
+
+    log(f"mjxflow bench: {cfg.env} | num_envs {list(cfg.num_envs)} | batch {cfg.batch_size} | "
+        f"{cfg.updates_per_iter} updates/iter | {cfg.iters} iterations x {cfg.repeats} repeats | {result['machine']['device']}")
+    train_rows: list[dict] = []
+    if "train" in cfg.measure or "floor" in cfg.measure:
+        rows = train_rows = [measure_training(cfg, a, n, 1, with_floor="floor" in cfg.measure) for n in cfg.num_envs for a in cfg.agents]
+        if "train" in cfg.measure:
+            section("Training throughput (fused loop, one seed)", "train", rows, train_table(rows))
+        if "floor" in cfg.measure:
+            section("The floor: env stepping alone, updates alone, fused-loop overhead ratio", "floor", rows, floor_table(rows))
+    if "latency" in cfg.measure:
+        rows = []
+        for b in cfg.latency_batch:
+            for a in cfg.agents:
+                rows.append(measure_latency(cfg, a, b))
+                if a == "fpmd-r":
+                    rows.append(measure_latency(cfg, a, b, cfg.fpmd_train_steps))
+        section("Inference latency (jitted, deterministic policy)", "latency", rows, latency_table(rows))
+    if "sweep" in cfg.measure:
+        n = cfg.num_envs[0]
+        rows = []
+        for s in sorted(set(cfg.seeds) | {1}):
+            r = measure_training(cfg, cfg.sweep_agent, n, s)
+            r["chunk_s"] = r["iteration_s"] * cfg.iters
+            rows.append(r)
+        section(f"Seed sweep ({cfg.sweep_agent}, {n} envs per seed, vmapped seeds)", "sweep", rows, sweep_table(rows))
+
+    if "peer" in cfg.measure:
+        rows = measure_peer(cfg, train_rows, log)
+        section(f"The peer: brax's SAC trainer against ours ({cfg.env}, batch {cfg.batch_size}, "
+                f"{cfg.updates_per_iter} updates/iter)", "peer", rows, peer_table(rows))
+
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    base = os.path.join(cfg.out_dir, name)
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    with open(base + ".md", "w") as f:
+        f.write(f"# mjxflow bench: {name}\n\nMachine: {result['machine']['device']}, {result['machine']['cpus']} CPUs, "
+                f"jax {jax.__version__}.\n\n" + "\n".join(sections))
+    log(f"wrote {base}.json and {base}.md")
+    return result
+
+
+def machine() -> dict:
+    dev = jax.devices()[0]
+    return {"device": f"{dev.platform}: {getattr(dev, 'device_kind', dev.platform)}", "cpus": os.cpu_count(),
+            "python": platform.python_version(), "jax": jax.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: run_bench(tyro.cli(BenchConfig, args=argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+import json
+import os
+
+import numpy as np
+
+from mjxflow import bench
+
+
+def columns(table: str) -> list[str]:
+    return [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+
+
+def test_bench_tables_and_files(tmp_path, capsys):
+    args = ["--env", "bandit", "--agents", "sac", "fpmd-r", "--num-envs", "4", "--seeds", "1", "2",
+            "--iters", "4", "--repeats", "2", "--batch-size", "16", "--updates-per-iter", "1",
+            "--latency-batch", "1", "8", "--hidden", "8", "--fpmd-particles", "4", "--fpmd-train-steps", "3",
+            "--measure", "train", "floor", "latency", "sweep", "--name", "tiny", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    result = json.load(open(tmp_path / "tiny.json"))
+    md = (tmp_path / "tiny.md").read_text()
+    for key in ("train", "floor", "latency", "sweep"):
+        assert result["tables"][key] in md and result["tables"][key] in out
+    assert columns(result["tables"]["train"]) == ["agent", "num_envs", "env steps/s", "updates/s", "compile (s)"]
+    assert columns(result["tables"]["floor"])[-1] == "overhead ratio"
+    assert [(r["agent"], r["num_envs"]) for r in result["train"]] == [("sac", 4), ("fpmd-r", 4)]
+    for r in result["floor"]:
+        assert np.isfinite(r["overhead_ratio"]) and r["overhead_ratio"] > 0
+        assert r["env_steps_per_s"]["min"] <= r["env_steps_per_s"]["median"] <= r["env_steps_per_s"]["max"]
+    # FPMD-R is timed at one step and at its K-step training sampler, for each batch size
+    assert [(r["agent"], r["nfe"], r["batch"]) for r in result["latency"]] == [
+        ("sac", 1, 1), ("fpmd-r", 1, 1), ("fpmd-r", 3, 1), ("sac", 1, 8), ("fpmd-r", 1, 8), ("fpmd-r", 3, 8)]
+    assert [r["seeds"] for r in result["sweep"]] == [1, 2]
+    assert columns(result["tables"]["sweep"])[3] == "efficiency S*t(1)/t(S)"
+
+
+def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):
+    assert bench.main(["--measure", "speed", "--out-dir", str(tmp_path)]) == 2
+    assert "unknown measure 'speed'; valid: train, floor, latency, sweep" in capsys.readouterr().err
+    assert bench.main(["--agents", "ppo", "--out-dir", str(tmp_path)]) == 2
+    assert not os.listdir(tmp_path)
+
+
+def test_peer_plumbing_with_a_stand_in_interpreter(tmp_path):
+    """The peer section runs brax's trainer with the peer environment's python and reads its JSON
+    line; a stand-in interpreter checks the arguments it gets and answers like the real script."""
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\n"
+                      "case \"$*\" in *'--env hopper --num-envs 8 --batch-size 32 --updates-per-iter 2'*) ;; *) exit 3;; esac\n"
+                      "echo 'log line'\n"
+                      "echo '{\"env_steps_per_s\": [100.0, 300.0, 200.0], \"jax\": \"0.7.2\"}'\n")
+    python.chmod(0o755)
+    cfg = bench.BenchConfig(env="hopper", num_envs=(8,), batch_size=32, updates_per_iter=2, peer_venv=str(tmp_path / "venv"))
+    ours = [{"agent": "sac", "num_envs": 8, "env_steps_per_s": {"median": 400.0, "min": 350.0, "max": 450.0}}]
+    rows = bench.measure_peer(cfg, ours, log=lambda *_: None)
+    assert len(rows) == 1 and rows[0]["brax"] == {"median": 200.0, "min": 100.0, "max": 300.0}
+    assert rows[0]["ratio"] == 2.0
+    assert bench.peer_table(rows).splitlines()[-1] == "| 8 | 400 (350-450) | 200 (100-300) | 2.00 |"
+
+    failing = bench.BenchConfig(env="ant", num_envs=(8,), peer_venv=str(tmp_path / "venv"))  # stand-in exits 3
+    messages = []
+    assert bench.measure_peer(failing, ours, log=messages.append) == []
+    assert "brax's SAC at 8 envs failed" in messages[-1]
