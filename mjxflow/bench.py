@@ -62,9 +62,9 @@ class BenchConfig:
     """Minibatch size of each gradient update."""
     updates_per_iter: int = 4
     """Gradient updates per iteration."""
-    iters: int = 50
+    iters: int = 20
     """Iterations per timed chunk."""
-    repeats: int = 5
+    repeats: int = 3
     """Timed chunks (or calls) per measurement; the median is reported."""
     latency_batch: tuple[int, ...] = (1, 4096)
     """State batch sizes of the inference-latency table."""
@@ -347,7 +347,11 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         f"{cfg.updates_per_iter} updates/iter | {cfg.iters} iterations x {cfg.repeats} repeats | {result['machine']['device']}")
     train_rows: list[dict] = []
     if "train" in cfg.measure or "floor" in cfg.measure:
-        rows = train_rows = [measure_training(cfg, a, n, 1, with_floor="floor" in cfg.measure) for n in cfg.num_envs for a in cfg.agents]
+        rows = train_rows = []
+        for n in cfg.num_envs:
+            for a in cfg.agents:
+                log(f"  measuring the training loop of {a} at {n} envs ...", flush=True)
+                rows.append(measure_training(cfg, a, n, 1, with_floor="floor" in cfg.measure))
         if "train" in cfg.measure:
             section("Training throughput (fused loop, one seed)", "train", rows, train_table(rows))
         if "floor" in cfg.measure:
