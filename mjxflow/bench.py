@@ -8,7 +8,7 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
            resets) and the cost of the agent's updates alone; overhead ratio = time of a training
            iteration / (time of its env step + time of its updates). 1.0: the loop adds nothing.
 - latency: one jitted action batch (1 and 4096 states by default), deterministic policy; FPMD-R
-           also at its 20-step training sampler.
+           also with latency_steps (20) Euler steps, the sampler its paper trains with.
 - sweep:   wall time of S vmapped seeds against S times one seed (efficiency = S * t(1) / t(S)).
 - peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
            and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -31,11 +32,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
 from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
 from mjxflow.checkpoint import build_loop
-from mjxflow.cli import ConfigError, enable_compile_cache, run_command
+from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, make_env
 
@@ -48,7 +48,7 @@ class BenchConfig:
 
     env: str = "inverted_pendulum"
     """Environment name (see mjxflow.envs.ENV_NAMES)."""
-    num_envs: tuple[int, ...] = (16, 64)
+    num_envs: tuple[int, ...] = (16,)
     """Training environment counts to measure (each is its own row)."""
     agents: tuple[str, ...] = AGENT_NAMES
     """Agents to measure."""
@@ -74,6 +74,8 @@ class BenchConfig:
     """FPMD particles N (the paper's default; lower it for a cheaper CPU run)."""
     fpmd_train_steps: int = 20
     """FPMD-R Euler steps K of its particle sampling in training."""
+    latency_steps: int = 20
+    """Euler steps of FPMD-R's multi-step row in the latency table (its paper's K)."""
     peer_venv: str = "~/.cache/mjxflow/peer-venv"
     """Virtual environment of brax's trainer (created on first use from mjxflow/peer/requirements.txt)."""
     peer_timeout: int = 1800
@@ -100,7 +102,7 @@ def validate(cfg: BenchConfig) -> None:
         values = getattr(cfg, name)
         if not values or any(v <= 0 for v in values):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive integers, got {values}")
-    for name in ("batch_size", "updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps"):
+    for name in ("batch_size", "updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps", "latency_steps"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
 
@@ -285,8 +287,12 @@ def peer_python(cfg: BenchConfig, log=print) -> str:
     if not os.path.exists(python):
         log(f"peer: creating {venv} (brax.training with jax < 0.8; once)")
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "-r", os.path.join(PEER_DIR, "requirements.txt")],
-                       check=True, timeout=cfg.peer_timeout)
+        done = subprocess.run([python, "-m", "pip", "install", "-q", "-r", os.path.join(PEER_DIR, "requirements.txt")],
+                              capture_output=True, text=True, timeout=cfg.peer_timeout)
+        if done.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)  # half-installed: try again next time
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise subprocess.SubprocessError(f"pip install failed: {tail}")
     return python
 
 
@@ -362,7 +368,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             for a in cfg.agents:
                 rows.append(measure_latency(cfg, a, b))
                 if a == "fpmd-r":
-                    rows.append(measure_latency(cfg, a, b, cfg.fpmd_train_steps))
+                    rows.append(measure_latency(cfg, a, b, cfg.latency_steps))
         section("Inference latency (jitted, deterministic policy)", "latency", rows, latency_table(rows))
     if "sweep" in cfg.measure:
         n = cfg.num_envs[0]
@@ -396,7 +402,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(lambda: run_bench(tyro.cli(BenchConfig, args=argv)))
+    return run_command(lambda: run_bench(parse(BenchConfig, argv)))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,18 @@
 
 A checkpoint is named by env steps per seed and holds two items: `state` (everything but the
 replay buffer) and, when the run saves it, `replay`. Orbax writes each checkpoint into a temporary
-directory and renames it when complete, so a crash mid-save leaves no half checkpoint behind.
+directory and renames it when complete, so a crash mid-save leaves no half checkpoint behind (the
+temporary directory is ignored, and removed when the run is opened again). A checkpoint that is
+there but cannot be read (damaged on disk, copied in part) is reported, moved to
+`corrupt-checkpoints/` and the previous one is used.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +32,8 @@ def checkpoint_dir(run_dir: str) -> str:
 def manager(run_dir: str, keep: int | None = None) -> ocp.CheckpointManager:
     # Synchronous saves: the next chunk donates the state's buffers, so a background writer must
     # never still be reading them.
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=True)
     return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options)
 
 
@@ -73,6 +79,31 @@ def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop) -> tuple[TrainSt
     return state.replace(seeds=state.seeds.replace(replay=replay)), has_replay
 
 
+def _reason(e: Exception) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[str], object] = print):
+    """(manager, step, state, had_replay) of the newest checkpoint that can be read; unreadable
+    ones are reported and moved to run_dir/corrupt-checkpoints/. step is None when none is left."""
+    mngr = manager(run_dir, keep)
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            state, had_replay = restore(mngr, step, loop)
+            return mngr, step, state, had_replay
+        except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
+            mngr.close()
+            dest = os.path.join(run_dir, "corrupt-checkpoints", str(step))
+            while os.path.exists(dest):
+                dest += "+"
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.move(os.path.join(checkpoint_dir(run_dir), str(step)), dest)
+            log(f"checkpoint at {step:,} env steps cannot be read ({_reason(e)}); moved it to {dest}, using the one before")
+            mngr = manager(run_dir, keep)
+    return mngr, None, None, False
+
+
 @dataclass
 class LoadedRun:
     cfg: TrainConfig
@@ -89,6 +120,8 @@ def build_loop(cfg: TrainConfig) -> Loop:
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     """Config, loop and the state of checkpoint `step` (default: the latest) of a run directory."""
     cfg = load_json(os.path.join(run_dir, "config.json"))
+    if not os.path.isdir(checkpoint_dir(run_dir)):
+        raise FileNotFoundError(f"{run_dir} has no checkpoints")
     mngr = manager(run_dir)
     steps = mngr.all_steps()
     if not steps:
@@ -98,5 +131,8 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     elif step not in steps:
         raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {sorted(steps)}")
     loop = build_loop(cfg)
-    state, _ = restore(mngr, step, loop)
+    try:
+        state, _ = restore(mngr, step, loop)
+    except Exception as e:
+        raise FileNotFoundError(f"the checkpoint at step {step} of {run_dir} cannot be read ({_reason(e)})") from None
     return LoadedRun(cfg=cfg, loop=loop, state=state, step=step)

@@ -168,9 +168,9 @@ class TrainConfig:
     """Evaluate every this many env steps per seed (in the jitted loop); also the logging interval."""
     eval_envs: int = 10
     """Evaluation episodes per seed at each evaluation (run in parallel, deterministic policy)."""
-    checkpoint_every: int = 20_000
-    """Checkpoint every this many env steps (rounded to whole logging intervals); the end of
-    training always checkpoints."""
+    checkpoint_every: int | None = None
+    """Checkpoint every this many env steps (rounded to whole logging intervals); default: every
+    20,000. The end of training, and a stop by Ctrl-C or SIGTERM, always checkpoint."""
     save_replay: bool = True
     """Include the replay buffer in checkpoints (exact resume); False makes checkpoints small and
     a resumed run refills its buffer with random actions first."""
@@ -216,7 +216,7 @@ class TrainConfig:
 
     @property
     def checkpoint_every_chunks(self) -> int:
-        return max(1, round(self.checkpoint_every / (self.chunk_iters * self.num_envs)))
+        return max(1, round((self.checkpoint_every or 20_000) / (self.chunk_iters * self.num_envs)))
 
 
 def to_dict(cfg: Any) -> dict:

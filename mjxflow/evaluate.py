@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
 from mjxflow import checkpoint
-from mjxflow.cli import enable_compile_cache, run_command
+from mjxflow.cli import enable_compile_cache, parse, run_command
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,7 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(EvalConfig, args=argv)
-    return run_command(lambda: evaluate_run(cfg))
+    return run_command(lambda: evaluate_run(parse(EvalConfig, argv)))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: floa
             "train_return": float(metrics["train/return_sum"][:, s].sum() / episodes) if episodes else math.nan,
         }
         for key in sorted(metrics):
-            if key.startswith(("train/", "eval/")):
+            if key.startswith(("train/", "eval/", "check/")):
                 continue
             col = metrics[key][:, s]
             row[key] = float(np.nanmean(col)) if np.any(~np.isnan(col)) else math.nan
@@ -73,8 +73,48 @@ class MetricsWriter:
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """Rows of a jsonl file; a last line cut short by a crash is skipped."""
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if line.endswith("\n"):  # damage in the middle of the file is not a crash's cut
+                        raise
+    return rows
+
+
+def _replace(path: str, write) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def truncate_metrics(run_dir: str, max_env_steps: int) -> list[dict]:
+    """Keep only the rows up to `max_env_steps` (the checkpoint a run resumes from) in
+    metrics.jsonl and metrics.csv, so rows a crashed run logged after its last checkpoint are not
+    doubled when the resumed run logs them again. The csv is rebuilt from the jsonl. Returns the
+    rows kept."""
+    writer = MetricsWriter(run_dir)
+    if not os.path.exists(writer.jsonl_path):
+        return []
+    rows = [r for r in read_jsonl(writer.jsonl_path) if r["env_steps"] <= max_env_steps]
+    _replace(writer.jsonl_path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+    fields = writer.fields or list(dict.fromkeys(k for r in rows for k in r))
+
+    def write_csv(f):
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows({k: (math.nan if v is None else v) for k, v in r.items()} for r in rows)
+
+    if rows:
+        _replace(writer.csv_path, write_csv)
+    elif os.path.exists(writer.csv_path):
+        os.remove(writer.csv_path)
+    return rows
 
 
 def _fmt_time(seconds: float) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mjxflow import normalizer, replay as replay_lib
@@ -20,6 +21,12 @@ from mjxflow.config import TrainConfig
 from mjxflow.envs import Env, EpisodeEnv, EpisodeState, Transition, rollout_returns
 from mjxflow.normalizer import RunningStats
 from mjxflow.replay import Replay
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every floating-point value in the tree is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 class SeedState(struct.PyTreeNode):
@@ -52,12 +59,14 @@ class Loop:
         self.total_iters = -(-cfg.iterations // cfg.chunk_iters) * cfg.chunk_iters  # whole chunks
 
     # ---- state ---------------------------------------------------------------------------------
-    def transition_example(self) -> Transition:
-        obs = jnp.zeros((self.env.obs_size,))
-        return Transition(obs=obs, action=jnp.zeros((self.env.action_size,)), reward=jnp.zeros(()), next_obs=obs, terminated=jnp.zeros(()))
+    def transition_example(self, zeros: Callable = jnp.zeros) -> Transition:
+        obs = zeros((self.env.obs_size,), jnp.float32)
+        return Transition(obs=obs, action=zeros((self.env.action_size,), jnp.float32), reward=zeros((), jnp.float32),
+                          next_obs=obs, terminated=zeros((), jnp.float32))
 
     def replay_bytes_per_seed(self) -> int:
-        return self.cfg.replay_size * replay_lib.bytes_per_item(self.transition_example())
+        """Bytes of one seed's replay buffer, from shapes alone (nothing is traced or allocated)."""
+        return self.cfg.replay_size * replay_lib.bytes_per_item(self.transition_example(np.zeros))
 
     def init_replay(self) -> Replay:
         return replay_lib.init(self.cfg.replay_size, self.transition_example())
@@ -143,18 +152,23 @@ class Loop:
             lambda s: jnp.full((num_seeds,), jnp.nan),
             seeds,
         )
-        metrics = {**info, **learn_info, "eval/return": eval_return}
+        learned = jnp.broadcast_to(ready, (num_seeds,))
+        metrics = {**info, **learn_info, "eval/return": eval_return, "check/learned": learned}
         return TrainState(seeds=seeds, iteration=it), metrics
 
     def make_train_chunk(self, num_iters: int | None = None) -> Callable[[TrainState], tuple[TrainState, dict]]:
         """jit(state -> (state, metrics)) over `num_iters` iterations (default: one log interval).
 
-        The input state is donated; metrics are stacked per iteration with shape (num_iters, seeds).
+        The input state is donated; metrics are stacked per iteration with shape (num_iters, seeds),
+        except `check/state_finite` (seeds,): whether every parameter, optimiser and temperature
+        value and the observation statistics of each seed are finite at the end of the chunk.
         """
         length = num_iters or self.cfg.chunk_iters
 
         def chunk(ts: TrainState) -> tuple[TrainState, dict]:
-            return jax.lax.scan(lambda s, _: self.iterate(s), ts, None, length=length)
+            ts, metrics = jax.lax.scan(lambda s, _: self.iterate(s), ts, None, length=length)
+            metrics["check/state_finite"] = jax.vmap(all_finite)((ts.seeds.agent, ts.seeds.norm))
+            return ts, metrics
 
         return jax.jit(chunk, donate_argnums=0)
 

@@ -18,7 +18,7 @@ from typing import Annotated
 import numpy as np
 import tyro
 
-from mjxflow.cli import ConfigError, run_command
+from mjxflow.cli import ConfigError, parse, run_command
 from mjxflow.logs import read_jsonl
 
 
@@ -136,7 +136,7 @@ def plot_runs(run_dirs: list[str] | tuple[str, ...], out: str, labels: tuple[str
 
 def main(argv: list[str] | None = None) -> int:
     def command():
-        cfg = tyro.cli(PlotConfig, args=argv)
+        cfg = parse(PlotConfig, argv)
         if not cfg.runs:
             raise ConfigError("give at least one run directory")
         table = plot_runs(cfg.runs, cfg.out, cfg.labels, cfg.title)

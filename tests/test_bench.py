@@ -13,7 +13,7 @@ def columns(table: str) -> list[str]:
 def test_bench_tables_and_files(tmp_path, capsys):
     args = ["--env", "bandit", "--agents", "sac", "fpmd-r", "--num-envs", "4", "--seeds", "1", "2",
             "--iters", "4", "--repeats", "2", "--batch-size", "16", "--updates-per-iter", "1",
-            "--latency-batch", "1", "8", "--hidden", "8", "--fpmd-particles", "4", "--fpmd-train-steps", "3",
+            "--latency-batch", "1", "8", "--hidden", "8", "--fpmd-particles", "4", "--fpmd-train-steps", "2", "--latency-steps", "3",
             "--measure", "train", "floor", "latency", "sweep", "--name", "tiny", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
@@ -27,7 +27,7 @@ def test_bench_tables_and_files(tmp_path, capsys):
     for r in result["floor"]:
         assert np.isfinite(r["overhead_ratio"]) and r["overhead_ratio"] > 0
         assert r["env_steps_per_s"]["min"] <= r["env_steps_per_s"]["median"] <= r["env_steps_per_s"]["max"]
-    # FPMD-R is timed at one step and at its K-step training sampler, for each batch size
+    # FPMD-R is timed at one step and at --latency-steps Euler steps, for each batch size
     assert [(r["agent"], r["nfe"], r["batch"]) for r in result["latency"]] == [
         ("sac", 1, 1), ("fpmd-r", 1, 1), ("fpmd-r", 3, 1), ("sac", 1, 8), ("fpmd-r", 1, 8), ("fpmd-r", 3, 8)]
     assert [r["seeds"] for r in result["sweep"]] == [1, 2]

@@ -1,11 +1,16 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from mjxflow import evaluate, train
+from mjxflow.checkpoint import build_loop
+from mjxflow.cli import ConfigError
 from mjxflow.logs import read_jsonl
+
+from conftest import tiny_config
 
 TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-every", "400", "--eval-envs", "8",
         "--min-replay", "256", "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2"]
@@ -23,14 +28,53 @@ def cli(tmp_path, *args):
         (["--num-envs", "0"], "--num-envs must be a positive integer, got 0"),
         (["--num-seeds", "-2"], "--num-seeds must be a positive integer, got -2"),
         (["--batch-size", "512"], "--batch-size 512 is larger than the replay's minimum fill"),
+        (["--num-envs", "1.5"], "--num-envs must be an integer, got '1.5'"),
+        (["--num-seeds=two"], "--num-seeds must be an integer, got 'two'"),
+        (["--total-steps", "0"], "--total-steps must be a positive integer, got 0"),
+        (["--total-steps", "-100"], "--total-steps must be a positive integer, got -100"),
+        (["--total-steps", "1e5"], "--total-steps must be an integer, got '1e5'"),
+        (["--total-steps", "1600", "--eval-every", "2000"], "--eval-every 2000 never fires within --total-steps 1600"),
+        (["--total-steps", "1600", "--checkpoint-every", "5000"], "--checkpoint-every 5000 never fires within --total-steps 1600"),
+        (["--replay-size", "100000000000"], "--replay-size 100,000,000,000 needs"),
+        (["--num-env", "8"], "Unrecognized options: --num-env, 8 (perhaps you meant --num-envs)"),
+        (["--critic.hidden", "64", "wide"], "--critic.hidden must be integers, got 'wide'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    code = train.main(cli(tmp_path, *args))
+    compiles = []
+
+    def listener(name, duration, **kwargs):
+        if name.startswith("/jax/core/compile"):
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        code = train.main(cli(tmp_path, *args))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert message in err and len(err.splitlines()) == 1
+    assert message in err and len(err.splitlines()) == 1, err
     assert not os.listdir(tmp_path)  # nothing created
+    assert not compiles  # nothing traced or compiled either
+
+
+def test_replay_memory_estimate_names_the_numbers(tmp_path, capsys):
+    assert train.main(cli(tmp_path, "--replay-size", "100000000000", "--num-seeds", "3")) == 2
+    err = capsys.readouterr().err
+    # bandit: obs 2 + action 2 + reward + next_obs 2 + terminated = 8 float32 = 32 bytes per transition
+    per_seed = 100_000_000_000 * 32 / 2**30
+    assert f"{per_seed:,.2f} GiB per seed" in err and f"{3 * 2 * per_seed:,.1f} GiB for 3 seeds" in err
+    assert "GiB free in" in err and "lower --replay-size or --num-seeds" in err
+
+
+def test_memory_check_against_a_given_budget():
+    cfg = tiny_config(replay_size=2000, num_seeds=2)
+    loop = build_loop(cfg)
+    need = 2 * 2 * loop.replay_bytes_per_seed()  # 2 seeds, x2 for the checkpoint copy on the CPU
+    train.check_memory(cfg, loop, free=need, where="test")  # fits exactly
+    with pytest.raises(ConfigError, match="more than the 0.0 GiB free in test"):
+        train.check_memory(cfg, loop, free=need - 1, where="test")
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
@@ -73,19 +117,50 @@ def test_evaluate_reproduces_final_return(cli_run, capsys):
 
 def test_evaluate_missing_step_says_so(cli_run, capsys):
     assert evaluate.main(["--run", str(cli_run), "--step", "123"]) == 2
-    assert "no checkpoint at step 123" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "no checkpoint at step 123; saved steps: [800, 1600]" in err and len(err.splitlines()) == 1
 
 
-def test_resume_refuses_a_changed_setup(cli_run, capsys):
-    assert train.main(["--resume", str(cli_run), "--env", "multigoal"]) == 2
-    err = capsys.readouterr().err
-    assert "cannot resume" in err and "env: 'bandit' -> 'multigoal'" in err
+def test_evaluate_on_a_run_without_checkpoints_or_not_a_run(cli_run, tmp_path, capsys):
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "config.json").write_text((cli_run / "config.json").read_text())
+    assert evaluate.main(["--run", str(tmp_path / "fresh")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'fresh'} has no checkpoints"
+    assert not (tmp_path / "fresh" / "checkpoints").exists()
+    assert evaluate.main(["--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path} is not a run directory (no config.json)"
+
+
+@pytest.mark.parametrize(
+    "args, differences",
+    [
+        (["--env", "multigoal"], ["env: 'bandit' -> 'multigoal'"]),
+        (["--agent", "sac"], ["agent: 'smfp' -> 'sac'"]),
+        (["--critic.hidden", "32", "32", "--smfp.actor-hidden", "64"],
+         ["critic.hidden: (256, 256) -> (32, 32)", "smfp.actor_hidden: (256, 256) -> (64,)"]),
+        (["--num-envs", "16", "--num-seeds", "3"], ["num_envs: 8 -> 16", "num_seeds: 2 -> 3"]),
+        (["--seed", "7"], ["seed: 0 -> 7"]),
+    ],
+)
+def test_resume_refuses_a_changed_setup(cli_run, capsys, args, differences):
+    steps = sorted(os.listdir(cli_run / "checkpoints"))
+    assert train.main(["--resume", str(cli_run), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot resume {cli_run}: these settings differ") and len(err.splitlines()) == 1
+    for d in differences:
+        assert d in err
+    assert err.count("->") == len(differences)
+    assert sorted(os.listdir(cli_run / "checkpoints")) == steps  # nothing touched
 
 
 def test_resume_continues_the_run(cli_run):
-    assert train.main(["--resume", str(cli_run), "--total-steps", "2400"]) == 0
+    # total steps, the logging / evaluation interval and checkpointing may change on resume
+    assert train.main(["--resume", str(cli_run), "--total-steps", "2400", "--eval-every", "800",
+                       "--checkpoint-every", "800"]) == 0
     rows = read_jsonl(cli_run / "metrics.jsonl")
-    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800, 1200, 1600, 2000, 2400]
+    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800, 1200, 1600, 2400]
     assert "2400" in os.listdir(cli_run / "checkpoints")
     walls = [r["wall_time"] for r in rows if r["seed"] == 0]
     assert walls == sorted(walls)

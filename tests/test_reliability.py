@@ -1,0 +1,185 @@
+"""Crashes, signals, damaged checkpoints, non-finite values and determinism, through the real
+command line (in-process where that is enough, a subprocess where a process must die)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mjxflow import health, train
+from mjxflow.logs import read_jsonl
+
+TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-every", "400", "--eval-envs", "8",
+        "--min-replay", "256", "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def args(runs, name, *extra):
+    return ["--runs-dir", str(runs), "--run-name", name, "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"], *TINY, *extra]
+
+
+def without_wall_time(rows):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
+
+
+def python(code: str, **popen):
+    """A fresh interpreter running `code` from the project root."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, text=True, **popen)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 2400-step run with checkpoints every 800 steps."""
+    runs = tmp_path_factory.mktemp("ref")
+    assert train.main(args(runs, "ref", "--total-steps", "2400", "--checkpoint-every", "800")) == 0
+    return runs / "ref"
+
+
+def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):
+    # the first 1200 steps of the reference run, again and with another base seed
+    assert train.main(args(tmp_path, "again", "--total-steps", "1200")) == 0
+    assert train.main(args(tmp_path, "seed1", "--total-steps", "1200", "--seed", "1")) == 0
+    ref = [r for r in without_wall_time(read_jsonl(reference / "metrics.jsonl")) if r["env_steps"] <= 1200]
+    assert without_wall_time(read_jsonl(tmp_path / "again" / "metrics.jsonl")) == ref
+    other = without_wall_time(read_jsonl(tmp_path / "seed1" / "metrics.jsonl"))
+    assert len(other) == len(ref)
+    assert all(a["eval_return"] != b["eval_return"] for a, b in zip(other, ref))  # every log point differs
+    assert [a["critic/loss"] for a in other[2:]] != [b["critic/loss"] for b in ref[2:]]
+
+
+def test_sigkill_during_a_save_then_resume_loses_nothing(reference, tmp_path):
+    # Kill the process (SIGKILL, no clean-up possible) in the middle of saving the 1600-step checkpoint:
+    # its files are written to orbax's temporary directory but not yet renamed into place.
+    crash = python(f"""
+        import os, signal, sys
+        from orbax.checkpoint._src.path import atomicity
+        finalize = atomicity.AtomicRenameTemporaryPath.finalize
+        async def killing_finalize(self, *a, **k):
+            if self._final_path.name == "1600":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await finalize(self, *a, **k)
+        atomicity.AtomicRenameTemporaryPath.finalize = killing_finalize
+        from mjxflow import train
+        sys.exit(train.main({args(tmp_path, "crash", "--total-steps", "2400", "--checkpoint-every", "800")!r}))
+    """, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = crash.communicate(timeout=600)
+    assert crash.returncode == -signal.SIGKILL, err
+    run = tmp_path / "crash"
+    names = os.listdir(run / "checkpoints")
+    assert "800" in names and "1600" not in names
+    assert any(n.startswith("1600") and "tmp" in n for n in names), names  # the half-written save
+    assert max(r["env_steps"] for r in read_jsonl(run / "metrics.jsonl")) == 1600  # logged past the checkpoint
+
+    assert train.main(["--resume", str(run)]) == 0
+    assert sorted(os.listdir(run / "checkpoints")) == ["1600", "2400", "800"]  # no temporary left
+    assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == without_wall_time(read_jsonl(reference / "metrics.jsonl"))
+    csv_ref = [line.split(",")[:2] + line.split(",")[3:] for line in open(reference / "metrics.csv")]
+    csv_run = [line.split(",")[:2] + line.split(",")[3:] for line in open(run / "metrics.csv")]
+    assert csv_run == csv_ref
+
+
+def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
+    proc = python(f"""
+        import sys
+        from mjxflow import train
+        sys.exit(train.main({args(tmp_path, "int", "--total-steps", "400000", "--checkpoint-every", "200000")!r}))
+    """, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "800/" in line and "steps/s" in line:  # two chunks done: training is under way
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.communicate(timeout=600)[0]
+    assert proc.returncode == 130, out
+    assert "SIGINT received: finishing the current chunk" in out
+    stopped = [line for line in out.splitlines() if line.startswith("stopped by SIGINT at ")]
+    assert len(stopped) == 1 and "checkpoint saved; continue with: python -m mjxflow.train --resume" in stopped[0], out
+    step = int(stopped[0].split(" at ")[1].split(" env steps")[0].replace(",", ""))
+    assert 800 <= step < 400000 and step % 400 == 0
+    run = tmp_path / "int"
+    assert os.listdir(run / "checkpoints") == [str(step)]  # saved although the interval had not come
+    assert max(r["env_steps"] for r in read_jsonl(run / "metrics.jsonl")) == step
+    assert "Traceback" not in out
+    # and it resumes from there to the same place as the uninterrupted run (the reference stopped at 2400)
+    if step < 2400:
+        assert train.main(["--resume", str(run), "--total-steps", "2400", "--checkpoint-every", "800"]) == 0
+        ref = without_wall_time(read_jsonl(reference / "metrics.jsonl"))
+        assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == ref
+
+
+def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, tmp_path, capsys):
+    assert train.main(args(tmp_path, "dmg", "--total-steps", "2400", "--checkpoint-every", "800")) == 0
+    run = tmp_path / "dmg"
+    for folder, _, files in os.walk(run / "checkpoints" / "2400"):
+        for name in files:  # every data file cut to half its size
+            path = os.path.join(folder, name)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+    capsys.readouterr()
+    assert train.main(["--resume", str(run), "--total-steps", "3200"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint at 2,400 env steps cannot be read" in out
+    assert "resumed from checkpoint at 1,600 env steps" in out
+    assert os.path.isdir(run / "corrupt-checkpoints" / "2400")
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800, 1200, 1600, 2000, 2400, 2800, 3200]
+    # the redone steps up to 2400 match the uninterrupted run exactly
+    ref = without_wall_time(read_jsonl(reference / "metrics.jsonl"))
+    assert without_wall_time(rows)[: len(ref)] == ref
+
+
+def test_resume_without_a_checkpoint_starts_over_cleanly(tmp_path, capsys):
+    run = tmp_path / "empty"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"seed": 0, "env_steps": 400, "wall_time": 1.0, "eval_return": 5.0}\n{"seed": 0, "env')
+    from mjxflow.config import save_json
+    from conftest import tiny_config
+    save_json(tiny_config(total_steps=800, eval_every=400, checkpoint_every=800), str(run / "config.json"))
+    assert train.main(["--resume", str(run)]) == 0
+    assert "has no readable checkpoint: starting the run over" in capsys.readouterr().out
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800]  # the old rows are gone
+
+
+def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, capsys):
+    # A critic learning rate of 1e30 blows the Q values up to inf, then NaN, as soon as learning starts
+    # (after 808 transitions, in the third 400-step chunk); checkpoints come every 400 steps.
+    code = train.main(args(tmp_path, "nan", "--total-steps", "4000", "--checkpoint-every", "400", "--min-replay", "808",
+                           "--critic.lr", "1e30"))
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("stopped: non-finite values (seed 0: ")
+    assert "seed 1: " in err and "at env step 8" in err  # the first learning steps are 808 and on
+    assert "this state was not saved, the last good checkpoint (800 env steps) is kept" in err
+    assert sorted(os.listdir(tmp_path / "nan" / "checkpoints")) == ["400", "800"]
+
+
+def test_first_nonfinite_names_seed_step_and_quantity():
+    iters, seeds = 10, 3
+    learned = np.zeros((iters, seeds), bool)
+    learned[4:] = True
+    loss = np.full((iters, seeds), np.nan)  # NaN before learning starts is normal
+    loss[4:] = 1.0
+    q = np.ones((iters, seeds))
+    loss[6, 1] = np.nan
+    q[8, 1] = np.inf
+    evals = np.full((iters, seeds), np.nan)  # NaN: no evaluation on that iteration
+    evals[9, 2] = -np.inf
+    metrics = {"check/learned": learned, "critic/loss": loss, "critic/q_mean": q, "eval/return": evals,
+               "train/return_sum": np.zeros((iters, seeds)), "check/state_finite": np.array([True, True, True])}
+    # the chunk ended at iteration 30 with 8 envs: its iterations are 21..30
+    assert health.first_nonfinite(metrics, 30, 8) == {1: (8 * 27, "critic/loss"), 2: (8 * 30, "eval/return")}
+    metrics["check/state_finite"] = np.array([False, True, True])
+    found = health.first_nonfinite(metrics, 30, 8)
+    assert found[0] == (240, "learner state (parameters, optimiser or temperature)")
+    assert health.describe(found).startswith("seed 0: learner state (parameters, optimiser or temperature) at env step 240; seed 1: critic/loss at env step 216")
+    metrics["check/state_finite"][:] = True
+    metrics["critic/loss"][6, 1] = 1.0
+    metrics["critic/q_mean"][8, 1] = 1.0
+    metrics["eval/return"][9, 2] = 3.0
+    assert health.first_nonfinite(metrics, 30, 8) == {}
