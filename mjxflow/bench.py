@@ -397,7 +397,14 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
 
 def machine() -> dict:
     dev = jax.devices()[0]
-    return {"device": f"{dev.platform}: {getattr(dev, 'device_kind', dev.platform)}", "cpus": os.cpu_count(),
+    kind = getattr(dev, "device_kind", dev.platform)
+    if dev.platform == "cpu":
+        try:
+            with open("/proc/cpuinfo") as f:
+                kind = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            kind = platform.processor() or kind
+    return {"device": f"{dev.platform}: {kind}", "cpus": os.cpu_count(),
             "python": platform.python_version(), "jax": jax.__version__}
 
 
