@@ -71,15 +71,15 @@ def validate(cfg: TrainConfig) -> None:
         )
 
 
-def config_differences(old, new, prefix: str = "") -> list[str]:
-    """Fields that differ, nested configs field by field, as 'name: old -> new' ('critic.hidden: ...')."""
+def config_differences(old, new, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object, object]]:
+    """Fields that differ as (path, old, new), nested configs field by field (("critic", "hidden"), ...)."""
     diffs = []
     for f in dataclasses.fields(old):
         a, b = getattr(old, f.name), getattr(new, f.name)
         if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
-            diffs += config_differences(a, b, f"{prefix}{f.name}.")
+            diffs += config_differences(a, b, prefix + (f.name,))
         elif a != b:
-            diffs.append(f"{prefix}{f.name}: {a!r} -> {b!r}")
+            diffs.append((prefix + (f.name,), a, b))
     return diffs
 
 
@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         raise ConfigError(f"--resume {cfg.resume!r} is not a run directory (no config.json)")
     saved = load_json(path)
     cfg = parse(TrainConfig, argv, default=saved)
-    changed = [d for d in config_differences(saved, cfg) if d.split(":")[0].split(".")[0] not in RESUMABLE_CHANGES]
+    changed = [f"{'.'.join(path)}: {a!r} -> {b!r}" for path, a, b in config_differences(saved, cfg)
+               if path[0] not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(f"cannot resume {cfg.resume}: these settings differ from the run's ({'; '.join(changed)}); "
                           f"only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite'}))} may change")
