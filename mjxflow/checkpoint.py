@@ -3,16 +3,21 @@
 A checkpoint is named by env steps per seed and holds two items: `state` (everything but the
 replay buffer) and, when the run saves it, `replay`. Orbax writes each checkpoint into a temporary
 directory and renames it when complete, so a crash mid-save leaves no half checkpoint behind (the
-temporary directory is ignored, and removed when the run is opened again). A checkpoint that is
-there but cannot be read (damaged on disk, copied in part) is reported, moved to
-`corrupt-checkpoints/` and the previous one is used.
+temporary directory is ignored, and removed when the run is opened again). Each checkpoint also
+records which release wrote it and the shapes of its arrays (`meta`), so a checkpoint that cannot
+be read is named for what it is: damaged (copied in part, cut short) or written by an incompatible
+release or setup. Resuming uses the newest readable checkpoint and moves newer unreadable ones to
+`unreadable-checkpoints/`; when none can be read it stops and changes nothing (see
+`restore_latest`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Callable
 
 import jax
@@ -20,6 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mjxflow.agents import make_agent
+from mjxflow.cli import ConfigError
 from mjxflow.config import TrainConfig, load_json
 from mjxflow.envs import make_env
 from mjxflow.loop import Loop, TrainState
@@ -54,10 +60,28 @@ def _without_replay(state: TrainState) -> TrainState:
     return state.replace(seeds=state.seeds.replace(replay=None))
 
 
+FORMAT = 1  # raise when the meaning of a checkpoint's arrays changes while their shapes do not
+
+
+def release() -> str:
+    try:
+        return metadata.version("mjxflow")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def layout(packed: list) -> list[str]:
+    """'dtype[shape]' of each packed array: what a reader must expect, in order."""
+    return [f"{jnp.dtype(x.dtype).name}{list(x.shape)}" for x in packed]
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay: bool) -> None:
-    items = {"state": ocp.args.StandardSave(_pack(_without_replay(state)))}
+    packed = {"state": _pack(_without_replay(state))}
     if with_replay:
-        items["replay"] = ocp.args.StandardSave(_pack(state.seeds.replay))
+        packed["replay"] = _pack(state.seeds.replay)
+    items = {name: ocp.args.StandardSave(tree) for name, tree in packed.items()}
+    meta = {"format": FORMAT, "mjxflow": release(), "layout": {name: layout(tree) for name, tree in packed.items()}}
+    items["meta"] = ocp.args.JsonSave(meta)
     mngr.save(step, args=ocp.args.Composite(**items))
     mngr.wait_until_finished()
 
@@ -84,24 +108,74 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {text[:200]}"
 
 
-def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[str], object] = print):
-    """(manager, step, state, had_replay) of the newest checkpoint that can be read; unreadable
-    ones are reported and moved to run_dir/corrupt-checkpoints/. step is None when none is left."""
+def saved_meta(run_dir: str, step: int) -> dict | None:
+    """The `meta` record of a checkpoint (None when it has none: a release before format 1)."""
+    try:
+        with open(os.path.join(checkpoint_dir(run_dir), str(step), "meta", "metadata")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def why_unreadable(run_dir: str, step: int, loop: Loop, error: Exception) -> str:
+    """Damaged, or written by an incompatible release or setup: compare what the checkpoint says
+    it holds (its meta record, or else orbax's own array metadata) with what this run expects."""
+    template = jax.eval_shape(loop.init)
+    expected = layout(_pack(_without_replay(template)))
+    meta = saved_meta(run_dir, step)
+    if meta is not None:
+        saved, writer = meta.get("layout", {}).get("state"), f"mjxflow {meta.get('mjxflow', '?')}, format {meta.get('format', '?')}"
+    else:
+        writer = "a release without a format record"
+        try:
+            tree = manager(run_dir).item_metadata(step)["state"].tree
+            saved = [f"{jnp.dtype(m.dtype).name}{list(m.shape)}" for m in tree]
+        except Exception:  # its own metadata is unreadable too: damaged
+            saved = None
+    if meta is not None and meta.get("format") != FORMAT:
+        return f"written by an incompatible release ({writer}; this is mjxflow {release()}, format {FORMAT})"
+    if saved is not None and saved != expected:
+        diff = next((f"array {i}: {a} saved, {b} expected" for i, (a, b) in enumerate(zip(saved, expected)) if a != b),
+                    f"{len(saved)} arrays saved, {len(expected)} expected")
+        return f"written by an incompatible release or setup ({writer}; {diff})"
+    return f"damaged ({_reason(error)})"
+
+
+def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[str], object] = print, restart: bool = False):
+    """(manager, step, state, had_replay) of the newest checkpoint that can be read.
+
+    Newer unreadable checkpoints are reported and moved to run_dir/unreadable-checkpoints/. When
+    none can be read (or there is none) this raises ConfigError naming each checkpoint and why,
+    and changes nothing, unless `restart`: then the unreadable ones are moved aside and step is
+    None (the caller starts the run over)."""
     mngr = manager(run_dir, keep)
+    failed: list[tuple[int, str]] = []
+    found = None
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
-            state, had_replay = restore(mngr, step, loop)
-            return mngr, step, state, had_replay
+            found = (step, *restore(mngr, step, loop))
+            break
         except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
-            mngr.close()
-            dest = os.path.join(run_dir, "corrupt-checkpoints", str(step))
+            failed.append((step, why_unreadable(run_dir, step, loop, e)))
+    if found is None and not restart:
+        mngr.close()
+        what = "; ".join(f"{step:,} env steps: {why}" for step, why in failed) or "it has none"
+        raise ConfigError(f"cannot resume {run_dir}: no checkpoint can be read ({what}); nothing was changed. "
+                          f"Pass --restart to start the run over in this directory (its metrics are cleared"
+                          f"{' and these checkpoints moved to unreadable-checkpoints/' if failed else ''})")
+    if failed:
+        mngr.close()
+        for step, why in failed:
+            dest = os.path.join(run_dir, "unreadable-checkpoints", str(step))
             while os.path.exists(dest):
                 dest += "+"
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.move(os.path.join(checkpoint_dir(run_dir), str(step)), dest)
-            log(f"checkpoint at {step:,} env steps cannot be read ({_reason(e)}); moved it to {dest}, using the one before")
-            mngr = manager(run_dir, keep)
-    return mngr, None, None, False
+            log(f"checkpoint at {step:,} env steps cannot be read: {why}; moved it to {dest}")
+        mngr = manager(run_dir, keep)
+    if found is None:
+        return mngr, None, None, False
+    return (mngr, *found)
 
 
 @dataclass
@@ -134,5 +208,6 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     try:
         state, _ = restore(mngr, step, loop)
     except Exception as e:
-        raise FileNotFoundError(f"the checkpoint at step {step} of {run_dir} cannot be read ({_reason(e)})") from None
+        raise FileNotFoundError(f"the checkpoint at step {step} of {run_dir} cannot be read: "
+                                f"{why_unreadable(run_dir, step, loop, e)}") from None
     return LoadedRun(cfg=cfg, loop=loop, state=state, step=step)

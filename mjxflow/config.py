@@ -161,6 +161,10 @@ class TrainConfig:
     change total_steps and logging)."""
     overwrite: bool = False
     """Allow writing into an existing run directory, deleting what is there."""
+    restart: bool = False
+    """With --resume, when no checkpoint of the run can be read: start it over in its directory
+    (metrics cleared, unreadable checkpoints moved to unreadable-checkpoints/). Without this flag
+    such a resume stops with exit status 2 and changes nothing."""
 
     episode_length: int | None = None
     """Time limit of an episode (truncation, bootstrapped); default: the environment's own."""
@@ -253,3 +257,93 @@ def save_json(cfg: TrainConfig, path: str) -> None:
 def load_json(path: str) -> TrainConfig:
     with open(path) as f:
         return from_dict(json.load(f))
+
+
+# ---- option checks -------------------------------------------------------------------------------
+# One line per bad value, naming the flag, the rule and the value given: train and bench turn these
+# ValueErrors into a one-line error with exit status 2 before anything is compiled.
+
+CHOICES = {
+    "smfp.weights": ("linear", "exp"),
+    "smfp.md_baseline": ("mean", "max"),
+    "smfp.old_policy": ("copy", "ema"),
+    "times.dist": ("logit_normal", "uniform"),
+}
+
+
+def _flag(path: str) -> str:
+    return "--" + path.replace("_", "-")
+
+
+def _require(ok: bool, path: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{_flag(path)} must be {rule}, got {value!r}")
+
+
+def _choice(path: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{_flag(path)} {value!r} is not one of: {', '.join(valid)}")
+
+
+def _widths(path: str, hidden: tuple[int, ...]) -> None:
+    _require(len(hidden) > 0 and all(isinstance(w, int) and w > 0 for w in hidden), path, hidden, "positive layer widths")
+
+
+def _positive(prefix: str, cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        _require(value > 0, f"{prefix}.{name}", value, "> 0")
+
+
+def check_times(prefix: str, cfg: FlowTimeConfig) -> None:
+    _choice(f"{prefix}.times.dist", cfg.dist, CHOICES["times.dist"])
+    _require(cfg.sigma > 0, f"{prefix}.times.sigma", cfg.sigma, "> 0")
+    _require(0.0 <= cfg.frac_r_neq_t <= 1.0, f"{prefix}.times.frac_r_neq_t", cfg.frac_r_neq_t, "in [0, 1]")
+
+
+def check_critic(cfg: CriticConfig) -> None:
+    _widths("critic.hidden", cfg.hidden)
+    _positive("critic", cfg, "lr")
+    _require(0.0 <= cfg.gamma < 1.0, "critic.gamma", cfg.gamma, "in [0, 1)")
+    _require(0.0 < cfg.tau <= 1.0, "critic.tau", cfg.tau, "in (0, 1]")
+
+
+def check_sac(cfg: SACConfig) -> None:
+    _widths("sac.actor_hidden", cfg.actor_hidden)
+    _positive("sac", cfg, "actor_lr", "alpha_lr", "init_alpha")
+    _require(cfg.log_std_min < cfg.log_std_max, "sac.log_std_min", cfg.log_std_min, f"< --sac.log-std-max {cfg.log_std_max}")
+
+
+def check_smfp(cfg: SMFPConfig) -> None:
+    _widths("smfp.actor_hidden", cfg.actor_hidden)
+    for name in ("weights", "md_baseline", "old_policy"):
+        _choice(f"smfp.{name}", getattr(cfg, name), CHOICES[f"smfp.{name}"])
+    _positive("smfp", cfg, "actor_lr", "alpha_lr", "init_alpha", "md_lambda")
+    _require(cfg.log_sigma_min < cfg.log_sigma_max, "smfp.log_sigma_min", cfg.log_sigma_min,
+             f"< --smfp.log-sigma-max {cfg.log_sigma_max}")
+    _require(cfg.fixed_sigma >= 0, "smfp.fixed_sigma", cfg.fixed_sigma, ">= 0")
+    _require(cfg.beta_md >= 0, "smfp.beta_md", cfg.beta_md, ">= 0 (0 turns the mirror-descent term off)")
+    _require(cfg.num_particles >= 2, "smfp.num_particles", cfg.num_particles,
+             ">= 2 (the weights compare particles of the same state)")
+    _require(cfg.md_period >= 1, "smfp.md_period", cfg.md_period, ">= 1")
+    _require(0.0 < cfg.old_tau <= 1.0, "smfp.old_tau", cfg.old_tau, "in (0, 1]")
+    check_times("smfp", cfg.times)
+
+
+def check_fpmd(cfg: FPMDConfig) -> None:
+    _widths("fpmd.actor_hidden", cfg.actor_hidden)
+    _positive("fpmd", cfg, "actor_lr", "md_lambda", "train_steps")
+    _require(cfg.num_particles >= 2, "fpmd.num_particles", cfg.num_particles,
+             ">= 2 (the weights compare particles of the same state)")
+    for name in ("explore_std_start", "explore_std_end", "explore_decay_updates"):
+        _require(getattr(cfg, name) >= 0, f"fpmd.{name}", getattr(cfg, name), ">= 0")
+    check_times("fpmd", cfg.times)
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """ValueError for the first bad option of the critic or of any agent (all are checked, so a
+    typo in another agent's option is caught as well; it would be recorded in config.json)."""
+    check_critic(cfg.critic)
+    check_sac(cfg.sac)
+    check_smfp(cfg.smfp)
+    check_fpmd(cfg.fpmd)

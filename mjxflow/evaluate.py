@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mjxflow import checkpoint
-from mjxflow.cli import enable_compile_cache, parse, run_command
+from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,28 @@ def mode_coverage(run: checkpoint.LoadedRun, num_samples: int, key: jax.Array) -
     return np.asarray(fractions(run.state.seeds))
 
 
-def evaluate_run(cfg: EvalConfig, log=print) -> dict:
-    enable_compile_cache(cfg.compile_cache)
+def modes_kept(coverage: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """Per seed, how many optimal modes hold at least `threshold` of the policy's samples."""
+    return np.sum(np.asarray(coverage) >= threshold, axis=-1)
+
+
+def validate(cfg: EvalConfig) -> None:
+    """ConfigError naming the first bad value, before anything is loaded or compiled."""
+    for name in ("episodes", "mode_samples"):
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if cfg.step is not None and cfg.step < 0:
+        raise ConfigError(f"--step must be a checkpoint's env step count (>= 0), got {cfg.step}")
     if not os.path.exists(os.path.join(cfg.run, "config.json")):
-        raise FileNotFoundError(f"{cfg.run} is not a run directory (no config.json)")
+        raise ConfigError(f"{cfg.run} is not a run directory (no config.json)")
+
+
+def evaluate_run(cfg: EvalConfig, log=print) -> dict:
+    validate(cfg)
+    enable_compile_cache(cfg.compile_cache)
     run = checkpoint.load_run(cfg.run, cfg.step)
-    episodes = cfg.episodes or run.cfg.eval_envs
+    episodes = run.cfg.eval_envs if cfg.episodes is None else cfg.episodes
     returns = np.asarray(jax.device_get(run.loop.make_evaluate_all(episodes)(run.state)))  # (seeds, episodes)
     per_seed_mean, per_seed_std = returns.mean(axis=1), returns.std(axis=1)
     result = {
@@ -85,9 +101,9 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
         log(f"mode coverage ({cfg.mode_samples} policy samples per seed; fraction in each optimal mode):")
         log("| seed | " + " | ".join(f"mode {k}" for k in range(modes)) + " | in no mode | modes with >= 10% |")
         log("| --- " * (modes + 3) + "|")
-        for s, row in enumerate(coverage):
+        for s, (row, kept) in enumerate(zip(coverage, modes_kept(coverage))):
             cells = " | ".join(f"{f:.3f}" for f in row)
-            log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(np.sum(row >= 0.1))} |")
+            log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(kept)} |")
     with open(os.path.join(cfg.run, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result

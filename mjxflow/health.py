@@ -2,8 +2,9 @@
 
 The loop reports per iteration and seed: losses and Q statistics (NaN-filled on iterations that did
 not learn, so only iterations with `check/learned` count), the training return and the evaluation
-return (NaN on iterations that did not evaluate, so only +-inf counts there), and at the end of
-the chunk whether the whole learner state of each seed is finite (`check/state_finite`).
+return (NaN-filled on iterations that did not evaluate, so only iterations with `check/evaluated`
+count), and at the end of the chunk whether the whole learner state of each seed is finite
+(`check/state_finite`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ def first_nonfinite(metrics: dict, end_iteration: int, num_envs: int) -> dict[in
 
     `end_iteration` is the iteration count after the chunk; metrics have shape (iters, seeds)."""
     learned = np.asarray(metrics["check/learned"], bool)
+    evaluated = np.asarray(metrics["check/evaluated"], bool)
     iters, num_seeds = learned.shape
     first_iteration = end_iteration - iters
     found: dict[int, tuple[int, str]] = {}
@@ -26,7 +28,7 @@ def first_nonfinite(metrics: dict, end_iteration: int, num_envs: int) -> dict[in
                 continue
             col = np.asarray(metrics[key])[:, s]
             if key.startswith("eval/"):
-                bad = np.isinf(col)
+                bad = ~np.isfinite(col) & evaluated[:, s]
             elif key.startswith("train/"):
                 bad = ~np.isfinite(col)
             else:

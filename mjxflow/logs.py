@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -16,14 +17,16 @@ def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: floa
     """One row per seed summarising a chunk's per-iteration metrics of shape (iters, seeds).
 
     `eval_return` is the latest evaluation so far (carried over when this chunk ran none; NaN
-    before the first), losses are chunk means over the iterations that learned, `train_return` is
-    the mean return of the training episodes that ended in this chunk.
+    before the first, and NaN when the evaluation itself gave NaN), losses are chunk means over the
+    iterations that learned, `train_return` is the mean return of the training episodes that ended
+    in this chunk.
     """
     evals = metrics["eval/return"]
+    evaluated = np.asarray(metrics["check/evaluated"], bool)
     num_seeds = evals.shape[1]
     rows = []
     for s in range(num_seeds):
-        done = np.flatnonzero(~np.isnan(evals[:, s]))
+        done = np.flatnonzero(evaluated[:, s])
         if done.size:
             last_eval[s] = evals[done[-1], s]
         episodes = metrics["train/episodes"][:, s].sum()
@@ -72,17 +75,27 @@ class MetricsWriter:
             writer.writerows(rows)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """Rows of a jsonl file; a last line cut short by a crash is skipped."""
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def read_jsonl(path: str, warn: Callable[[str], object] = _warn) -> list[dict]:
+    """Rows of a metrics jsonl file. A last line cut short by a crash is skipped silently; any other
+    line that is not a JSON object with `seed` and `env_steps` is skipped with a warning."""
     rows = []
     with open(path) as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    if line.endswith("\n"):  # damage in the middle of the file is not a crash's cut
-                        raise
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not (isinstance(row, dict) and isinstance(row.get("seed"), int) and isinstance(row.get("env_steps"), int)):
+                    raise ValueError("not a metrics row")
+            except ValueError:  # json.JSONDecodeError is a ValueError
+                if line.endswith("\n"):  # a crash cuts only the last line short
+                    warn(f"{path} line {number} is damaged ({line.strip()[:60]!r}); skipped")
+                continue
+            rows.append(row)
     return rows
 
 

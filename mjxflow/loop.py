@@ -153,7 +153,8 @@ class Loop:
             seeds,
         )
         learned = jnp.broadcast_to(ready, (num_seeds,))
-        metrics = {**info, **learn_info, "eval/return": eval_return, "check/learned": learned}
+        evaluated = jnp.broadcast_to(do_eval, (num_seeds,))
+        metrics = {**info, **learn_info, "eval/return": eval_return, "check/learned": learned, "check/evaluated": evaluated}
         return TrainState(seeds=seeds, iteration=it), metrics
 
     def make_train_chunk(self, num_iters: int | None = None) -> Callable[[TrainState], tuple[TrainState, dict]]:

@@ -21,7 +21,7 @@ import numpy as np
 from mjxflow import checkpoint
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
-from mjxflow.config import TrainConfig, load_json, save_json
+from mjxflow.config import TrainConfig, check_options, load_json, save_json
 from mjxflow.envs import check_env_name
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
@@ -31,7 +31,7 @@ from mjxflow.plot import plot_runs
 
 # Fields a resumed run may change: they affect logging, evaluation and saving, not training.
 RESUMABLE_CHANGES = frozenset(
-    {"total_steps", "resume", "overwrite", "eval_every", "eval_envs", "checkpoint_every", "keep_checkpoints",
+    {"total_steps", "resume", "overwrite", "restart", "eval_every", "eval_envs", "checkpoint_every", "keep_checkpoints",
      "save_replay", "compile_cache", "run_name", "runs_dir"}
 )
 
@@ -41,6 +41,7 @@ def validate(cfg: TrainConfig) -> None:
     try:
         check_env_name(cfg.env)
         check_agent_name(cfg.agent)
+        check_options(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for name in ("num_envs", "num_seeds", "total_steps", "eval_every", "eval_envs", "checkpoint_every",
@@ -50,6 +51,8 @@ def validate(cfg: TrainConfig) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if cfg.restart and cfg.resume is None:
+        raise ConfigError("--restart only applies with --resume RUN_DIR")
     if cfg.min_replay < 0:
         raise ConfigError(f"--min-replay must be >= 0, got {cfg.min_replay}")
     if cfg.episode_length is not None and cfg.episode_length <= 0:
@@ -97,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                if path[0] not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(f"cannot resume {cfg.resume}: these settings differ from the run's ({'; '.join(changed)}); "
-                          f"only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite'}))} may change")
+                          f"only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite', 'restart'}))} may change")
     return cfg
 
 
@@ -150,7 +153,7 @@ def prepare_run_dir(cfg: TrainConfig) -> str:
                 raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
             shutil.rmtree(run_dir)
         os.makedirs(run_dir)
-    save_json(cfg, os.path.join(run_dir, "config.json"))
+    save_json(dataclasses.replace(cfg, restart=False), os.path.join(run_dir, "config.json"))  # a one-time choice
     return run_dir
 
 
@@ -199,6 +202,9 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     loop = checkpoint.build_loop(cfg)  # builds the env and agent; compiles nothing
     check_memory(cfg, loop)
     enable_compile_cache(cfg.compile_cache)
+    restored = None
+    if cfg.resume is not None:  # before anything in the run directory is touched
+        restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart)
     run_dir = prepare_run_dir(cfg)
     total_steps = loop.total_iters * cfg.num_envs
     mb = loop.replay_bytes_per_seed() / 2**20
@@ -209,8 +215,8 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     wall_offset, best = 0.0, np.full(cfg.num_seeds, -np.inf)
     last_eval = np.full(cfg.num_seeds, np.nan)
     step = None
-    if cfg.resume is not None:
-        mngr, step, state, had_replay = checkpoint.restore_latest(run_dir, cfg.keep_checkpoints, loop, log)
+    if restored is not None:
+        mngr, step, state, had_replay = restored
     else:
         mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints)
     if step is not None:
@@ -222,7 +228,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
                 best[r["seed"]] = max(best[r["seed"]], r["eval_return"])
     else:
         if cfg.resume is not None:
-            log(f"{run_dir} has no readable checkpoint: starting the run over")
+            log(f"{run_dir} has no readable checkpoint: starting the run over (--restart)")
             truncate_metrics(run_dir, -1)
         state = jax.jit(loop.init)()
     writer = MetricsWriter(run_dir)
@@ -237,6 +243,12 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     if start_steps == 0:  # the initial policy's return: the first point of every learning curve
         last_eval[:] = np.asarray(loop.make_evaluate_all(cfg.eval_envs)(state)).mean(axis=1)
         pending = [{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)} for s, r in enumerate(last_eval)]
+        if not np.all(np.isfinite(last_eval)):
+            writer.write(pending)
+            mngr.close()
+            bad = {s: (0, "eval/return") for s in np.flatnonzero(~np.isfinite(last_eval))}
+            raise TrainingStopped(f"non-finite values ({describe(bad)}) in the initial policy's evaluation; "
+                                  f"run directory {run_dir}")
         best = np.fmax(best, last_eval)
         progress.update(0, last_eval)
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import optax
 from flax import struct
 
 from mjxflow.agents.base import Batch
-from mjxflow.config import CriticConfig
+from mjxflow.config import CriticConfig, check_critic
 from mjxflow.networks import EnsembleQ
 
 
@@ -20,6 +20,7 @@ class CriticState(struct.PyTreeNode):
 
 class Critic:
     def __init__(self, cfg: CriticConfig, obs_size: int, action_size: int):
+        check_critic(cfg)
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size

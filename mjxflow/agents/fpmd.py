@@ -22,7 +22,7 @@ from mjxflow import flows
 from mjxflow.agents.base import Batch
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.generative import best_of_n, exp_weights, repeat
-from mjxflow.config import CriticConfig, FPMDConfig
+from mjxflow.config import CriticConfig, FPMDConfig, check_fpmd
 from mjxflow.networks import FlowActor
 
 
@@ -37,8 +37,7 @@ class FPMD:
     def __init__(self, variant: str, cfg: FPMDConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
         if variant not in ("r", "m"):
             raise ValueError(f"unknown FPMD variant {variant!r}; valid: r, m")
-        if cfg.times.dist not in ("logit_normal", "uniform"):
-            raise ValueError(f"--fpmd.times.dist {cfg.times.dist!r} is not one of: logit_normal, uniform")
+        check_fpmd(cfg)
         self.name = f"fpmd-{variant}"
         self.variant = variant
         self.cfg = cfg
@@ -93,8 +92,9 @@ class FPMD:
         noise = self.explore_std(state.updates) * jax.random.normal(noise_key, obs.shape[:-1] + (self.action_size,))
         return jnp.clip(best_of_n(a, q) + noise, -1.0, 1.0)
 
-    def actor_loss(self, params: dict, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """sum_j w_j * regression error, w = softmax_j(Q(s, a_j) / lambda) over the particles."""
+    def actor_terms(self, params: dict, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, ...]:
+        """(particles x (N, B, d), their min Q, weights softmax_j(Q / lambda), regression error),
+        the last three of shape (N, B)."""
         particle_key, noise_key, time_key = jax.random.split(key, 3)
         x, q = self.particles(state, obs, particle_key)
         w = jax.lax.stop_gradient(exp_weights(q, self.cfg.md_lambda))
@@ -110,6 +110,11 @@ class FPMD:
             r, t = flows.sample_rt(time_key, q.shape, times.dist, times.mu, times.sigma, times.frac_r_neq_t)
             z, v = flows.interpolate(x, e, t)
             err = jnp.sum((u(z, r, t) - flows.meanflow_target(u, z, r, t, v)) ** 2, axis=-1)
+        return x, q, w, err
+
+    def actor_loss(self, params: dict, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """sum_j w_j * regression error, w = softmax_j(Q(s, a_j) / lambda) over the particles."""
+        _, q, w, err = self.actor_terms(params, state, obs, key)
         loss = jnp.mean(jnp.sum(w * err, axis=0))
         return loss, {"actor/loss": loss, "actor/weight_max": jnp.mean(jnp.max(w, axis=0)), "actor/q_particles": jnp.mean(q)}
 

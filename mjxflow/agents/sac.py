@@ -10,7 +10,7 @@ from flax import struct
 from mjxflow.agents.base import Batch
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.temperature import temperature_step
-from mjxflow.config import CriticConfig, SACConfig
+from mjxflow.config import CriticConfig, SACConfig, check_sac
 from mjxflow.distributions import gaussian_log_prob, tanh_log_det
 from mjxflow.networks import GaussianActor
 
@@ -27,6 +27,7 @@ class SAC:
     name = "sac"
 
     def __init__(self, cfg: SACConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
+        check_sac(cfg)
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size

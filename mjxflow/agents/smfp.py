@@ -19,7 +19,7 @@ from mjxflow.agents.base import Batch
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.temperature import temperature_step
 from mjxflow.agents.generative import exp_weights, linear_weights, repeat
-from mjxflow.config import CriticConfig, SMFPConfig
+from mjxflow.config import CriticConfig, SMFPConfig, check_smfp
 from mjxflow.distributions import gaussian_log_prob, tanh_log_det
 from mjxflow.networks import FlowActor
 
@@ -40,17 +40,17 @@ class Sample(struct.PyTreeNode):
     logp: jax.Array  # surrogate log-density log p~(a | s, e)
 
 
-def check_config(cfg: SMFPConfig) -> None:
-    for name, value, valid in (
-        ("weights", cfg.weights, ("linear", "exp")),
-        ("md_baseline", cfg.md_baseline, ("mean", "max")),
-        ("old_policy", cfg.old_policy, ("copy", "ema")),
-        ("times.dist", cfg.times.dist, ("logit_normal", "uniform")),
-    ):
-        if value not in valid:
-            raise ValueError(f"--smfp.{name.replace('_', '-')} {value!r} is not one of: {', '.join(valid)}")
-    if cfg.beta_md < 0 or cfg.fixed_sigma < 0 or cfg.num_particles < 2 or cfg.md_period < 1:
-        raise ValueError("--smfp.beta-md and --smfp.fixed-sigma must be >= 0, --smfp.num-particles >= 2, --smfp.md-period >= 1")
+class MDTerms(struct.PyTreeNode):
+    """Per particle j and state b, shape (N, B): the old-policy particle x (pre-squash, with a
+    trailing action axis), its min Q, its weight, the times (r, t) of its regression pair and the
+    squared error of u against the MeanFlow target."""
+
+    x: jax.Array
+    q: jax.Array
+    w: jax.Array
+    r: jax.Array
+    t: jax.Array
+    err: jax.Array
 
 
 def surrogate_log_prob(x: jax.Array, loc: jax.Array, log_sigma: jax.Array) -> jax.Array:
@@ -66,7 +66,7 @@ class SMFP:
     name = "smfp"
 
     def __init__(self, cfg: SMFPConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
-        check_config(cfg)
+        check_smfp(cfg)
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size
@@ -119,9 +119,9 @@ class SMFP:
     def policy_sample(self, state: SMFPState, obs: jax.Array, key: jax.Array) -> jax.Array:
         return self.sample(state.actor_params, obs, key).action
 
-    def md_loss(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
-        """sum_j w_j ||u(s, z_t, r, t) - sg(u_tgt)||^2 over N old-policy particles per state,
-        each paired with fresh noise e' (see ALGORITHMS.md, step 3)."""
+    def md_terms(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> MDTerms:
+        """The pieces of the mirror-descent regression: N old-policy particles per state, their
+        weights, each paired with fresh noise e' at times (r, t) (ALGORITHMS.md, SMFP step 3)."""
         cfg = self.cfg
         particle_key, noise_key, time_key = jax.random.split(key, 3)
         obs_n = repeat(obs, cfg.num_particles)
@@ -135,8 +135,13 @@ class SMFP:
         u_fn = self.u_fn(params, obs_n)
         target = flows.meanflow_target(u_fn, z, r, t, v)
         err = jnp.sum((u_fn(z, r, t) - target) ** 2, axis=-1)
-        loss = jnp.mean(jnp.sum(w * err, axis=0))
-        return loss, {"actor/md_loss": loss, "actor/md_weight_max": jnp.mean(jnp.max(w, axis=0))}
+        return MDTerms(x=x, q=q, w=w, r=r, t=t, err=err)
+
+    def md_loss(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """sum_j w_j ||u(s, z_t, r, t) - sg(u_tgt)||^2 over the particles, averaged over states."""
+        terms = self.md_terms(params, old_params, critic_params, obs, key)
+        loss = jnp.mean(jnp.sum(terms.w * terms.err, axis=0))
+        return loss, {"actor/md_loss": loss, "actor/md_weight_max": jnp.mean(jnp.max(terms.w, axis=0))}
 
     def actor_loss(self, params: dict, state: SMFPState, critic_params: dict, obs: jax.Array, key: jax.Array):
         """Entropic step E[alpha log p~ - min_k Q_k(s, a)] + beta_md * mirror-descent step."""

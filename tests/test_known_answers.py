@@ -1,0 +1,311 @@
+"""Known-answer tests of the core: each compares against a closed form and fails on the bug it names
+(docs/TESTING.md lists the bug each was shown to catch)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mjxflow import flows, normalizer
+from mjxflow.agents import make_agent
+from mjxflow.checkpoint import LoadedRun
+from mjxflow.config import CriticConfig, FPMDConfig, SACConfig, SMFPConfig
+from mjxflow.envs import EnvState
+from mjxflow.envs.probes import MultiGoal
+from mjxflow.evaluate import mode_coverage, modes_kept
+from mjxflow.loop import Loop, SeedState, TrainState
+
+from conftest import tiny_config
+
+# ---- truncation through the fused loop ------------------------------------------------------------
+
+
+class EndlessConstant:
+    """Reward 1 on every step, never terminates; the observation is noise that says nothing of time.
+    With a time limit that bootstraps, Q(s, a) = 1 / (1 - gamma) for every s and a."""
+
+    name = "endless"
+    obs_size = 2
+    action_size = 2
+    default_episode_length = 4
+
+    def reset(self, key):
+        return EnvState(inner=key, obs=jax.random.uniform(key, (2,), minval=-1, maxval=1), reward=jnp.zeros(()),
+                        terminated=jnp.zeros(()))
+
+    def step(self, state, action):
+        key = jax.random.fold_in(state.inner, 1)
+        return EnvState(inner=key, obs=jax.random.uniform(key, (2,), minval=-1, maxval=1), reward=jnp.ones(()),
+                        terminated=jnp.zeros(()))
+
+
+GAMMA, LIMIT = 0.5, 4
+Q_BOOTSTRAP = 1.0 / (1.0 - GAMMA)  # 2.0
+# Were the limit a termination, the Q of step k of 4 would be sum_{i < 5 - k} gamma^i; the noise
+# observation cannot tell the steps apart, so the critic would fit their average.
+Q_IF_TERMINATED = np.mean([sum(GAMMA**i for i in range(n)) for n in range(1, LIMIT + 1)])  # 1.53
+
+SMALL = (32, 32)
+
+
+def truncation_config(agent: str):
+    return tiny_config(
+        agent=agent, num_seeds=1, num_envs=8, episode_length=LIMIT, total_steps=8 * 200, eval_every=8 * 200,
+        eval_envs=2, min_replay=64, batch_size=64, updates_per_iter=4, replay_size=1024,
+        critic=CriticConfig(hidden=SMALL, gamma=GAMMA, tau=0.05, lr=1e-3),
+        # the entropy bonus is made negligible so Q has the closed form above
+        sac=SACConfig(actor_hidden=SMALL, init_alpha=1e-6, autotune_alpha=False),
+        smfp=SMFPConfig(actor_hidden=SMALL, init_alpha=1e-6, autotune_alpha=False, num_particles=4),
+        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=4, train_steps=2),
+    )
+
+
+@pytest.mark.parametrize("agent", ["sac", "smfp", "fpmd-r", "fpmd-m"])
+def test_time_limit_bootstraps_through_the_fused_loop(agent):
+    cfg = truncation_config(agent)
+    env = EndlessConstant()
+    loop = Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
+    state, metrics = loop.make_train_chunk(loop.total_iters)(jax.jit(loop.init)())
+    assert int(np.sum(metrics["train/episodes"])) == 8 * 200 // LIMIT  # every episode ended by the limit
+    seed = jax.tree.map(lambda x: x[0], state.seeds)
+    obs_key, act_key = jax.random.split(jax.random.PRNGKey(7))
+    obs = jax.random.uniform(obs_key, (512, 2), minval=-1, maxval=1)
+    actions = jax.random.uniform(act_key, (512, 2), minval=-1, maxval=1)
+    q = np.asarray(loop.agent.critic.q(seed.agent.critic.params, normalizer.normalize(seed.norm, obs), actions))
+    # measured: means 1.91 (smfp) to 1.98 (fpmd-r); the termination bug gives 1.53
+    assert abs(q.mean() - Q_BOOTSTRAP) < 0.15, (q.mean(), Q_BOOTSTRAP, Q_IF_TERMINATED)
+    assert np.median(np.abs(q - Q_BOOTSTRAP)) < 0.15
+
+
+# ---- MeanFlow target against an analytic mean velocity ---------------------------------------------
+# Data x ~ N(m, s^2 I), noise e ~ N(0, I), z_t = (1 - t) x + t e. The marginal of z_t is
+# N(mu_t, sig_t^2) with mu_t = (1 - t) m, sig_t^2 = (1 - t)^2 s^2 + t^2; the flow of the marginal
+# velocity maps z_t to z_r = mu_r + (sig_r / sig_t)(z_t - mu_t), so the mean velocity over [r, t] is
+# u(z, r, t) = (z - z_r) / (t - r) and the marginal velocity is v(z, t) = mu_t' + sig_t'/sig_t (z - mu_t).
+
+M = jnp.array([1.5, -0.5])
+S = 0.3
+
+
+def _mu(t):
+    return (1.0 - t)[..., None] * M
+
+
+def _sig(t):
+    return jnp.sqrt((1.0 - t) ** 2 * S**2 + t**2)[..., None]
+
+
+def exact_u(z, r, t):
+    z_r = _mu(r) + _sig(r) / _sig(t) * (z - _mu(t))
+    return (z - z_r) / (t - r)[..., None]
+
+
+def marginal_v(z, t):
+    dsig = (t - (1.0 - t) * S**2)[..., None] / _sig(t)
+    return -M + dsig / _sig(t) * (z - _mu(t))
+
+
+def gaussian_path(n=256, seed=0):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x = M + S * jax.random.normal(k1, (n, 2))
+    e = jax.random.normal(k2, (n, 2))
+    r, t = flows.sample_rt(k3, (n,))
+    z, _ = flows.interpolate(x, e, t)
+    return z, r, t
+
+
+def test_meanflow_target_is_the_exact_mean_velocity_for_gaussian_data():
+    z, r, t = gaussian_path()
+    assert float(jnp.min(t - r)) > 1e-3  # r != t on every pair
+    u = exact_u(z, r, t)
+    # the mean velocity over [r, t] is not the instantaneous one: the (t - r) term matters here
+    assert float(jnp.max(jnp.abs(u - marginal_v(z, t)))) > 0.2
+    target = flows.meanflow_target(exact_u, z, r, t, marginal_v(z, t))
+    np.testing.assert_allclose(target, u, rtol=1e-3, atol=1e-3)
+
+
+def test_one_step_and_mean_flow_steps_carry_noise_to_the_data_distribution():
+    e = jax.random.normal(jax.random.PRNGKey(3), (20000, 2))
+    for x in (flows.one_step(exact_u, e), flows.mean_flow_steps(exact_u, e, 3)):
+        np.testing.assert_allclose(x, M + S * e, rtol=1e-4, atol=1e-4)  # the exact transport map
+    # Euler on the marginal velocity reaches the same distribution
+    x = flows.euler(marginal_v, e, 200)
+    np.testing.assert_allclose(np.mean(x, axis=0), M, atol=0.02)
+    np.testing.assert_allclose(np.std(x, axis=0), [S, S], atol=0.02)
+
+
+# ---- mode coverage against a policy whose mode fractions are known ---------------------------------
+
+
+class KnownModes:
+    """A stand-in agent: its state is, per seed, the probability of each of the 4 goals and of
+    'no mode' (the origin); samples land within 0.05 of the chosen point."""
+
+    name = "known"
+
+    def __init__(self, goals):
+        self.points = jnp.concatenate([goals, jnp.zeros((1, 2))])
+
+    def policy_sample(self, probs, obs, key):
+        pick_key, jitter_key = jax.random.split(key)
+        idx = jax.random.choice(pick_key, len(self.points), (obs.shape[0],), p=probs)
+        jitter = jax.random.uniform(jitter_key, (obs.shape[0], 2), minval=-0.035, maxval=0.035)
+        return self.points[idx] + jitter
+
+
+def test_mode_coverage_recovers_known_fractions():
+    env = MultiGoal()
+    probs = np.array([[0.5, 0.25, 0.125, 0.0, 0.125], [0.25, 0.25, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.05, 0.95]])
+    cfg = tiny_config(env="multigoal", num_seeds=3, normalize_obs=False)
+    loop = Loop(cfg, env, KnownModes(env.goals))
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    seeds = SeedState(agent=jnp.asarray(probs, jnp.float32), norm=None, envs=None, replay=None, key=keys, eval_key=keys)
+    run = LoadedRun(cfg=cfg, loop=loop, state=TrainState(seeds=seeds, iteration=jnp.zeros((), jnp.int32)), step=0)
+    n = 4000
+    coverage = mode_coverage(run, n, jax.random.PRNGKey(1))
+    assert coverage.shape == (3, 4)
+    tol = 4 * np.sqrt(0.25 / n)  # four binomial standard deviations at p = 0.5
+    np.testing.assert_allclose(coverage, probs[:, :4], atol=tol)
+    assert list(modes_kept(coverage)) == [3, 4, 0]
+
+
+# ---- SMFP switches change what they claim -----------------------------------------------------------
+
+
+def smfp(**switches):
+    cfg = SMFPConfig(actor_hidden=(16, 16), num_particles=8, **switches)
+    return make_agent(dataclasses.replace(tiny_config(agent="smfp"), smfp=cfg, critic=CriticConfig(hidden=(16,))), 2, 2)
+
+
+OBS = jax.random.normal(jax.random.PRNGKey(11), (32, 2))
+
+
+def trained_actor(agent, steps=5):
+    """Parameters moved away from their initial values by a few updates (so old != current)."""
+    state = agent.init(jax.random.PRNGKey(0))
+    from mjxflow.envs import Transition
+
+    batch = Transition(obs=OBS, action=jnp.zeros((32, 2)), reward=jnp.sum(OBS, -1), next_obs=OBS, terminated=jnp.ones(32))
+    update = jax.jit(agent.update)
+    for i in range(steps):
+        state, _ = update(state, batch, jax.random.PRNGKey(100 + i))
+    return state
+
+
+def test_no_entropy_fixes_sigma_and_removes_the_entropy_terms():
+    agent = smfp(entropy=False, fixed_sigma=0.3)
+    state = trained_actor(agent)
+    obs = jnp.broadcast_to(OBS[:1], (20000, 2))
+    for params in (state.actor_params, agent.init(jax.random.PRNGKey(5)).actor_params):
+        s = agent.sample(params, obs, jax.random.PRNGKey(2))
+        e = jax.random.normal(jax.random.split(jax.random.PRNGKey(2))[0], (20000, 2))
+        loc, log_sigma = agent.loc_and_log_sigma(params, obs, e)
+        np.testing.assert_allclose(np.exp(log_sigma), 0.3, rtol=1e-6)
+        np.testing.assert_allclose(np.std(np.asarray(s.x - loc), axis=0), [0.3, 0.3], rtol=0.03)
+        assert np.all(np.asarray(s.logp) == 0)
+    assert float(agent.alpha(state)) == 0.0
+
+
+def _actor_grad(agent, state):
+    return jax.grad(lambda p: agent.actor_loss(p, state, state.critic.params, OBS, jax.random.PRNGKey(3))[0])(state.actor_params)
+
+
+def test_beta_md_scales_exactly_the_mirror_descent_gradient():
+    """grad(L_entropic + beta L_md) for beta = 0, 1, 2: beta 0 is the entropic gradient alone, and the
+    difference is linear in beta."""
+    agents = {b: smfp(beta_md=b) for b in (0.0, 1.0, 2.0)}
+    state = trained_actor(agents[1.0])
+    g = {b: _actor_grad(a, state) for b, a in agents.items()}
+    a0 = agents[0.0]
+    sample_key, md_key = jax.random.split(jax.random.PRNGKey(3))
+
+    def entropic(p):
+        s = a0.sample(p, OBS, sample_key)
+        return jnp.mean(a0.alpha(state) * s.logp - a0.critic.min_q(state.critic.params, OBS, s.action))
+
+    def md(p):
+        return a0.md_loss(p, state.old_params, state.critic.params, OBS, md_key)[0]
+
+    g_ent, g_md = jax.grad(entropic)(state.actor_params), jax.grad(md)(state.actor_params)
+    for b in (0.0, 1.0, 2.0):
+        jax.tree.map(lambda x, y, z: np.testing.assert_allclose(x, y + b * z, rtol=1e-4, atol=1e-6), g[b], g_ent, g_md)
+    assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g_md)) > 1e-4  # the MD term is not nothing
+
+
+def _terms(agent, state):
+    return agent.md_terms(state.actor_params, state.old_params, state.critic.params, OBS, jax.random.PRNGKey(4))
+
+
+@pytest.mark.parametrize("switches", [dict(), dict(md_baseline="max"), dict(weights="exp", md_lambda=0.3)])
+def test_weights_are_the_configured_function_of_the_particles_q(switches):
+    from mjxflow.agents.generative import exp_weights
+
+    agent = smfp(**switches)
+    state = trained_actor(agent)
+    terms = _terms(agent, state)
+    q, w = np.asarray(terms.q), np.asarray(terms.w)
+    assert q.shape == w.shape == (8, 32) and np.ptp(q, axis=0).min() > 0
+    if switches.get("weights") == "exp":
+        np.testing.assert_allclose(w, exp_weights(terms.q, 0.3), rtol=1e-5)
+        np.testing.assert_allclose(w.sum(0), 1.0, rtol=1e-5)
+    else:
+        adv = np.maximum(q - q.mean(0), 0)
+        norm = adv.max(0) if switches.get("md_baseline") == "max" else adv.sum(0)
+        np.testing.assert_allclose(w, adv / (norm + 1e-8), rtol=1e-4, atol=1e-6)
+        assert np.all(w[q <= q.mean(0)] == 0)  # particles below the baseline get nothing
+
+
+def test_md_particles_come_from_the_old_policy_and_q_from_the_critic():
+    agent = smfp(md_period=1000)
+    state = trained_actor(agent)
+    state = state.replace(old_params=agent.init(jax.random.PRNGKey(9)).actor_params)  # old != current
+    terms = _terms(agent, state)
+    particle_key = jax.random.split(jax.random.PRNGKey(4), 3)[0]
+    obs_n = jnp.broadcast_to(OBS, (8,) + OBS.shape)
+    from_old = agent.sample(state.old_params, obs_n, particle_key)
+    from_new = agent.sample(state.actor_params, obs_n, particle_key)
+    np.testing.assert_allclose(terms.x, from_old.x, rtol=1e-6)
+    assert not np.allclose(terms.x, from_new.x, atol=1e-3)
+    np.testing.assert_allclose(terms.q, agent.critic.min_q(state.critic.params, obs_n, from_old.action), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dist, frac", [("logit_normal", 1.0), ("uniform", 0.25)])
+def test_md_times_follow_the_configured_sampler(dist, frac):
+    agent = make_agent(dataclasses.replace(tiny_config(agent="smfp"), critic=CriticConfig(hidden=(16,)), smfp=SMFPConfig(
+        actor_hidden=(16,), num_particles=64, times=dataclasses.replace(SMFPConfig().times, dist=dist, frac_r_neq_t=frac))), 2, 2)
+    state = agent.init(jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (256, 2))
+    terms = agent.md_terms(state.actor_params, state.old_params, state.critic.params, obs, jax.random.PRNGKey(2))
+    r, t = np.asarray(terms.r).ravel(), np.asarray(terms.t).ravel()
+    assert np.all(r <= t)
+    np.testing.assert_allclose(np.mean(r != t), frac, atol=0.02)
+    # t is the larger of two draws: its median is that of max(X1, X2), i.e. the draw's 1/sqrt(2) quantile
+    quantile = 2**-0.5
+    expected = quantile if dist == "uniform" else float(jax.nn.sigmoid(-0.4 + 1.0 * 0.5449))  # Phi^-1(0.7071)
+    np.testing.assert_allclose(np.median(t), expected, atol=0.015)
+
+
+# ---- FPMD's weights and particles ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["r", "m"])
+def test_fpmd_weights_use_lambda_and_particles_use_k_steps(variant):
+    from mjxflow.agents.fpmd import FPMD
+    from mjxflow.agents.generative import repeat
+
+    cfg = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=5, md_lambda=0.2)
+    agent = FPMD(variant, cfg, CriticConfig(hidden=(16,)), 2, 2)
+    state = agent.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(3)
+    x, q, w, _ = agent.actor_terms(state.actor_params, state, OBS, key)
+    np.testing.assert_allclose(w, jax.nn.softmax(np.asarray(q) / 0.2, axis=0), rtol=1e-5)
+    e = jax.random.normal(jax.random.split(key, 3)[0], (8, 32, 2))
+    field = agent.field(state.actor_params, repeat(OBS, 8))
+    if variant == "r":  # K = 5 Euler steps of the velocity field
+        expected = flows.euler(lambda z, t: field(z, t, t), e, 5)
+    else:  # one MeanFlow step
+        expected = flows.one_step(field, e)
+    np.testing.assert_allclose(x, jnp.clip(expected, -1, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(q, agent.critic.min_q(state.critic.params, repeat(OBS, 8), x), rtol=1e-6)
