@@ -13,9 +13,15 @@ release or setup. Resuming uses the newest readable checkpoint and moves newer u
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import logging
 import os
 import shutil
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable
@@ -23,6 +29,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 
 from mjxflow.agents import make_agent
 from mjxflow.cli import ConfigError
@@ -58,6 +65,10 @@ def _unpack(template, saved: list):
 
 def _without_replay(state: TrainState) -> TrainState:
     return state.replace(seeds=state.seeds.replace(replay=None))
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint that cannot be read; the message says why (damaged, or incompatible)."""
 
 
 FORMAT = 1  # raise when the meaning of a checkpoint's arrays changes while their shapes do not
@@ -108,6 +119,55 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {text[:200]}"
 
 
+@contextlib.contextmanager
+def muted(*loggers: str):
+    """Python loggers (orbax's absl, asyncio) silenced but for critical messages."""
+    saved = [(logging.getLogger(name), logging.getLogger(name).level) for name in loggers]
+    for log, _ in saved:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in saved:
+            log.setLevel(level)
+
+
+class QuietReads:
+    """Holds back what is printed to stderr (file descriptor 2) while a checkpoint is read.
+
+    When one array or metadata file of a checkpoint fails to load, orbax leaves its other reads
+    running: their futures and tensorstore's callbacks then print pages of tracebacks ('Event loop
+    is closed', 'Exception ignored in ...'), from Python and from its threads. The caller reports
+    the failure in one line, so after a failure (an exception, or `failed` set) that output is
+    dropped; otherwise it is passed on unchanged."""
+
+    def __enter__(self):
+        self.failed = False
+        sys.stderr.flush()
+        self.saved_fd = os.dup(2)
+        self.held = tempfile.TemporaryFile()
+        self.mute = muted("asyncio", "absl")
+        self.mute.__enter__()
+        os.dup2(self.held.fileno(), 2)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.failed = self.failed or exc_type is not None
+        gc.collect()  # the abandoned futures report here, while stderr is still held
+        if self.failed:
+            time.sleep(0.5)  # and the reads still running in orbax's threads finish
+            gc.collect()
+        sys.stderr.flush()
+        os.dup2(self.saved_fd, 2)
+        os.close(self.saved_fd)
+        self.mute.__exit__(None, None, None)
+        if not self.failed:
+            self.held.seek(0)
+            sys.stderr.write(self.held.read().decode(errors="replace"))
+        self.held.close()
+        return False
+
+
 def saved_meta(run_dir: str, step: int) -> dict | None:
     """The `meta` record of a checkpoint (None when it has none: a release before format 1)."""
     try:
@@ -117,28 +177,50 @@ def saved_meta(run_dir: str, step: int) -> dict | None:
         return None
 
 
-def why_unreadable(run_dir: str, step: int, loop: Loop, error: Exception) -> str:
-    """Damaged, or written by an incompatible release or setup: compare what the checkpoint says
-    it holds (its meta record, or else orbax's own array metadata) with what this run expects."""
+def _stored_layout(run_dir: str, step: int, item: str) -> list[str]:
+    """What orbax's own metadata says the item's arrays are (raises when that is unreadable)."""
+    path = epath.Path(checkpoint_dir(run_dir)) / str(step) / item
+    return [f"{jnp.dtype(m.dtype).name}{list(m.shape)}" for m in ocp.StandardCheckpointHandler().metadata(path).tree]
+
+
+def incompatibility(run_dir: str, step: int, loop: Loop) -> str | None:
+    """Why a checkpoint cannot be read, found before reading its arrays (orbax, asked to read
+    arrays of the wrong shape or from damaged metadata, leaves pages of tracebacks behind): an
+    incompatible release or setup, damaged metadata, or None when it looks readable."""
     template = jax.eval_shape(loop.init)
-    expected = layout(_pack(_without_replay(template)))
     meta = saved_meta(run_dir, step)
-    if meta is not None:
-        saved, writer = meta.get("layout", {}).get("state"), f"mjxflow {meta.get('mjxflow', '?')}, format {meta.get('format', '?')}"
-    else:
-        writer = "a release without a format record"
-        try:
-            tree = manager(run_dir).item_metadata(step)["state"].tree
-            saved = [f"{jnp.dtype(m.dtype).name}{list(m.shape)}" for m in tree]
-        except Exception:  # its own metadata is unreadable too: damaged
-            saved = None
+    writer = "a release without a format record" if meta is None else \
+        f"mjxflow {meta.get('mjxflow', '?')}, format {meta.get('format', '?')}"
     if meta is not None and meta.get("format") != FORMAT:
         return f"written by an incompatible release ({writer}; this is mjxflow {release()}, format {FORMAT})"
-    if saved is not None and saved != expected:
-        diff = next((f"array {i}: {a} saved, {b} expected" for i, (a, b) in enumerate(zip(saved, expected)) if a != b),
-                    f"{len(saved)} arrays saved, {len(expected)} expected")
-        return f"written by an incompatible release or setup ({writer}; {diff})"
-    return f"damaged ({_reason(error)})"
+    items = {"state": _without_replay(template)}
+    if os.path.isdir(os.path.join(checkpoint_dir(run_dir), str(step), "replay")):
+        items["replay"] = template.seeds.replay
+    for item, tree in items.items():
+        try:
+            saved = _stored_layout(run_dir, step, item)
+        except Exception as e:
+            return f"damaged (the metadata of its {item} cannot be read: {_reason(e)})"
+        expected = layout(_pack(tree))
+        if saved != expected:
+            diff = next((f"{item} array {i}: {a} saved, {b} expected" for i, (a, b) in enumerate(zip(saved, expected))
+                         if a != b), f"{len(saved)} {item} arrays saved, {len(expected)} expected")
+            return f"written by an incompatible release or setup ({writer}; {diff})"
+    return None
+
+
+def read_checkpoint(mngr: ocp.CheckpointManager, run_dir: str, step: int, loop: Loop) -> tuple[TrainState, bool]:
+    """restore() after checking the checkpoint's layout; ValueError saying why it cannot be read."""
+    with QuietReads() as quiet:
+        why = incompatibility(run_dir, step, loop)
+        quiet.failed = why is not None
+    if why is None:
+        try:
+            with QuietReads():
+                return restore(mngr, step, loop)
+        except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
+            why = f"damaged ({_reason(e)})"
+    raise UnreadableCheckpoint(why)
 
 
 def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[str], object] = print, restart: bool = False):
@@ -148,15 +230,16 @@ def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[st
     none can be read (or there is none) this raises ConfigError naming each checkpoint and why,
     and changes nothing, unless `restart`: then the unreadable ones are moved aside and step is
     None (the caller starts the run over)."""
-    mngr = manager(run_dir, keep)
     failed: list[tuple[int, str]] = []
     found = None
-    for step in sorted(mngr.all_steps(), reverse=True):
-        try:
-            found = (step, *restore(mngr, step, loop))
-            break
-        except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
-            failed.append((step, why_unreadable(run_dir, step, loop, e)))
+    with muted("absl"):  # orbax logs damaged metadata as errors; it is reported below, once
+        mngr = manager(run_dir, keep)
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                found = (step, *read_checkpoint(mngr, run_dir, step, loop))
+                break
+            except UnreadableCheckpoint as e:
+                failed.append((step, str(e)))
     if found is None and not restart:
         mngr.close()
         what = "; ".join(f"{step:,} env steps: {why}" for step, why in failed) or "it has none"
@@ -196,8 +279,9 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     cfg = load_json(os.path.join(run_dir, "config.json"))
     if not os.path.isdir(checkpoint_dir(run_dir)):
         raise FileNotFoundError(f"{run_dir} has no checkpoints")
-    mngr = manager(run_dir)
-    steps = mngr.all_steps()
+    with muted("absl"):
+        mngr = manager(run_dir)
+        steps = mngr.all_steps()
     if not steps:
         raise FileNotFoundError(f"{run_dir} has no checkpoints")
     if step is None:
@@ -206,8 +290,7 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
         raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {sorted(steps)}")
     loop = build_loop(cfg)
     try:
-        state, _ = restore(mngr, step, loop)
-    except Exception as e:
-        raise FileNotFoundError(f"the checkpoint at step {step} of {run_dir} cannot be read: "
-                                f"{why_unreadable(run_dir, step, loop, e)}") from None
+        state, _ = read_checkpoint(mngr, run_dir, step, loop)
+    except UnreadableCheckpoint as e:
+        raise FileNotFoundError(f"the checkpoint at step {step} of {run_dir} cannot be read: {e}") from None
     return LoadedRun(cfg=cfg, loop=loop, state=state, step=step)

@@ -1,4 +1,5 @@
-"""Every agent, through the full fused loop, solves the bandit probe (optimal return 1.0)."""
+"""Every agent, through the full fused loop, solves the bandit probe (optimal return 1.0) well past
+what any policy blind to the state can score."""
 
 import dataclasses
 
@@ -9,6 +10,7 @@ import pytest
 from mjxflow.checkpoint import build_loop
 from mjxflow.config import CriticConfig, FPMDConfig, SACConfig, SMFPConfig
 from mjxflow.envs import Transition
+from mjxflow.envs.probes import Bandit
 
 from conftest import tiny_config
 
@@ -25,13 +27,26 @@ def small_config(agent: str, **overrides):
     )
 
 
+def best_trivial_bandit_return() -> float:
+    """The best a policy that ignores the state can earn on the bandit: the best constant action,
+    searched on a grid (E[1 - ||a - s/2||^2] over s ~ U[-1, 1]^2; the answer is 5/6 at a = 0)."""
+    env = Bandit()
+    s = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (20000, 2), minval=-1, maxval=1))
+    grid = np.linspace(-1, 1, 41)
+    return max(float(np.mean(env.reward(s, np.array([a, b])))) for a in grid for b in grid)
+
+
 @pytest.mark.parametrize("agent", ["smfp", "fpmd-r", "fpmd-m", "sac"])
 def test_agent_solves_bandit(agent):
+    trivial = best_trivial_bandit_return()
+    assert abs(trivial - 5 / 6) < 0.01
+    bar = trivial + 0.5 * (1.0 - trivial)  # half-way from the best state-blind policy to the optimum 1.0
     loop = build_loop(small_config(agent))
     state = jax.jit(loop.init)()
     state, metrics = loop.make_train_chunk(loop.total_iters)(state)
     final = np.asarray(metrics["eval/return"][-1])
-    assert np.all(final > 0.9), final
+    # measured (2 seeds): smfp 0.99, fpmd-r 0.97, fpmd-m 0.95, sac 0.996; the bar is 0.917
+    assert np.all(final > bar), (final, bar)
     assert np.all(np.isfinite(np.asarray(metrics["critic/loss"][-1])))
 
 

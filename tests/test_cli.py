@@ -38,6 +38,14 @@ def cli(tmp_path, *args):
         (["--replay-size", "100000000000"], "--replay-size 100,000,000,000 needs"),
         (["--num-env", "8"], "Unrecognized options: --num-env, 8 (perhaps you meant --num-envs)"),
         (["--critic.hidden", "64", "wide"], "--critic.hidden must be integers, got 'wide'"),
+        (["--smfp.weights", "softmax"], "--smfp.weights 'softmax' is not one of: linear, exp"),
+        (["--smfp.num-particles", "1"], "--smfp.num-particles must be >= 2 (the weights compare particles of the same state), got 1"),
+        (["--smfp.times.frac-r-neq-t", "1.5"], "--smfp.times.frac-r-neq-t must be in [0, 1], got 1.5"),
+        (["--fpmd.md-lambda", "0"], "--fpmd.md-lambda must be > 0, got 0.0"),
+        (["--agent", "sac", "--fpmd.times.dist", "beta"], "--fpmd.times.dist 'beta' is not one of: logit_normal, uniform"),
+        (["--critic.gamma", "1"], "--critic.gamma must be in [0, 1), got 1.0"),
+        (["--sac.log-std-min", "3"], "--sac.log-std-min must be < --sac.log-std-max 2.0, got 3.0"),
+        (["--restart"], "--restart only applies with --resume RUN_DIR"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -113,6 +121,19 @@ def test_evaluate_reproduces_final_return(cli_run, capsys):
     assert out["episode_return_mean"] == pytest.approx(np.mean(final), rel=1e-6)
     assert "episode_return_std" in out and out["step"] == 1600
     assert "over seeds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--episodes", "0"], "--episodes must be a positive integer, got 0"),
+    (["--episodes", "-3"], "--episodes must be a positive integer, got -3"),
+    (["--mode-samples", "0"], "--mode-samples must be a positive integer, got 0"),
+    (["--step", "-800"], "--step must be a checkpoint's env step count (>= 0), got -800"),
+    (["--episodes", "ten"], "--episodes must be an integer, got 'ten'"),
+])
+def test_evaluate_bad_input_is_one_line_and_exit_2(cli_run, capsys, args, message):
+    assert evaluate.main(["--run", str(cli_run), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {message}", err
 
 
 def test_evaluate_missing_step_says_so(cli_run, capsys):

@@ -1,16 +1,20 @@
 """Crashes, signals, damaged checkpoints, non-finite values and determinism, through the real
 command line (in-process where that is enough, a subprocess where a process must die)."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxflow import health, train
+from mjxflow import evaluate, health, train
 from mjxflow.logs import read_jsonl
 
 TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-every", "400", "--eval-envs", "8",
@@ -123,9 +127,9 @@ def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, 
     capsys.readouterr()
     assert train.main(["--resume", str(run), "--total-steps", "3200"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint at 2,400 env steps cannot be read" in out
+    assert "checkpoint at 2,400 env steps cannot be read: damaged (" in out
     assert "resumed from checkpoint at 1,600 env steps" in out
-    assert os.path.isdir(run / "corrupt-checkpoints" / "2400")
+    assert os.path.isdir(run / "unreadable-checkpoints" / "2400")
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800, 1200, 1600, 2000, 2400, 2800, 3200]
     # the redone steps up to 2400 match the uninterrupted run exactly
@@ -133,17 +137,134 @@ def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, 
     assert without_wall_time(rows)[: len(ref)] == ref
 
 
-def test_resume_without_a_checkpoint_starts_over_cleanly(tmp_path, capsys):
+def snapshot(folder):
+    """Every file under `folder` with its bytes: to show that nothing was changed."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+def test_resume_without_a_checkpoint_stops_unless_restart(tmp_path, capsys):
     run = tmp_path / "empty"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"seed": 0, "env_steps": 400, "wall_time": 1.0, "eval_return": 5.0}\n{"seed": 0, "env')
     from mjxflow.config import save_json
     from conftest import tiny_config
     save_json(tiny_config(total_steps=800, eval_every=400, checkpoint_every=800), str(run / "config.json"))
-    assert train.main(["--resume", str(run)]) == 0
-    assert "has no readable checkpoint: starting the run over" in capsys.readouterr().out
+    before = snapshot(run)
+    assert train.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot resume {run}: no checkpoint can be read (it has none); nothing was changed") and "--restart" in err
+    assert len(err.splitlines()) == 1 and snapshot(run) == before
+    assert train.main(["--restart"]) == 2
+    assert "--restart only applies with --resume" in capsys.readouterr().err
+    assert train.main(["--resume", str(run), "--restart"]) == 0
+    assert "has no readable checkpoint: starting the run over (--restart)" in capsys.readouterr().out
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800]  # the old rows are gone
+    assert '"restart": false' in (run / "config.json").read_text()  # a later resume does not start over again
+
+
+def test_resume_with_only_unreadable_checkpoints_changes_nothing(reference, tmp_path):
+    """Damaged checkpoints, and checkpoints of an incompatible setup, are named as such; the resume
+    exits 2 and leaves the metrics and the checkpoints exactly as they were."""
+    run = tmp_path / "bad"
+    shutil.copytree(reference, run)
+    for folder, _, files in os.walk(run / "checkpoints" / "2400"):  # damage the newest one
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+    # the older ones hold 256-unit critics; this config asks for 32 (as a release whose state layout
+    # changed would)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["critic"]["hidden"] = [32, 32]
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = snapshot(run)
+    # a real process: orbax's failed reads print from its threads too, past Python's sys.stderr
+    proc = subprocess.run([sys.executable, "-m", "mjxflow.train", "--resume", str(run)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=600)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "no checkpoint can be read (2,400 env steps: damaged (" in err
+    assert "1,600 env steps: written by an incompatible release or setup (mjxflow " in err
+    assert "800 env steps: written by an incompatible release or setup" in err and "expected" in err
+    assert "nothing was changed" in err and "--restart" in err
+    assert snapshot(run) == before
+
+
+def test_checkpoint_without_a_format_record_is_named_as_an_older_release(reference, tmp_path, capsys):
+    run = tmp_path / "old"
+    shutil.copytree(reference, run)
+    for step in os.listdir(run / "checkpoints"):
+        shutil.rmtree(run / "checkpoints" / step / "meta")  # as saved before checkpoints carried one
+    assert evaluate.main(["--run", str(run)]) == 0  # still readable: nothing is wrong with it
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["critic"]["hidden"] = [32, 32]
+    (run / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert evaluate.main(["--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "written by an incompatible release or setup (a release without a format record; state array 25: " in err, err
+
+
+def test_damaged_metrics_line_is_skipped_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"seed": 0, "env_steps": 0, "eval_return": 1.0}\n'
+                    '{"seed": 0, "env_st@#!\n'
+                    '[1, 2]\n'
+                    '{"seed": 0, "env_steps": 400, "eval_return": 2.0}\n'
+                    '{"seed": 0, "env_steps": 8')
+    rows = read_jsonl(str(path))
+    assert [r["env_steps"] for r in rows] == [0, 400]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("warning: ") and "line 2 is damaged" in err[0] and "line 3" in err[1]
+
+
+@pytest.mark.parametrize("where", ["loop", "initial"])
+def test_non_finite_evaluation_return_stops_the_run(tmp_path, capsys, monkeypatch, where):
+    """An evaluation that returns NaN stops the run (exit 1, one line) instead of logging the previous
+    value in its place: in the training chunk (traced first) or in the initial policy's evaluation."""
+    from mjxflow import loop as loop_lib
+
+    real, traces = loop_lib.rollout_returns, []
+
+    def poisoned(*a, **k):
+        traces.append(1)
+        poison = (len(traces) == 1) == (where == "loop")
+        return real(*a, **k) * (jnp.nan if poison else 1.0)
+
+    monkeypatch.setattr(loop_lib, "rollout_returns", poisoned)
+    code = train.main(args(tmp_path, "nan-eval", "--total-steps", "1200", "--checkpoint-every", "400"))
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    run = tmp_path / "nan-eval"
+    if where == "loop":
+        assert "seed 0: eval/return at env step 400; seed 1: eval/return at env step 400" in err
+        rows = read_jsonl(run / "metrics.jsonl")
+        assert [r["eval_return"] for r in rows if r["env_steps"] == 400] == [None, None]  # logged as it came
+    else:
+        assert "seed 0: eval/return at env step 0" in err and "initial policy's evaluation" in err
+    assert not os.listdir(run / "checkpoints")
+
+
+def test_nan_evaluation_inside_the_loop_is_reported():
+    iters, seeds = 4, 2
+    evaluated = np.zeros((iters, seeds), bool)
+    evaluated[3] = True
+    evals = np.full((iters, seeds), np.nan)
+    evals[3, 0] = 5.0  # seed 1's evaluation came back NaN
+    metrics = {"check/learned": np.zeros((iters, seeds), bool), "check/evaluated": evaluated, "eval/return": evals,
+               "train/return_sum": np.zeros((iters, seeds)), "train/episodes": np.ones((iters, seeds)),
+               "check/state_finite": np.array([True, True])}
+    assert health.first_nonfinite(metrics, 8, 10) == {1: (80, "eval/return")}
+    from mjxflow.logs import chunk_rows
+    last = np.array([1.0, 2.0])
+    rows = chunk_rows(metrics, 8, 10, 0.0, last)
+    assert rows[0]["eval_return"] == 5.0 and np.isnan(rows[1]["eval_return"])  # not the previous 2.0
 
 
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, capsys):
@@ -169,8 +290,11 @@ def test_first_nonfinite_names_seed_step_and_quantity():
     loss[6, 1] = np.nan
     q[8, 1] = np.inf
     evals = np.full((iters, seeds), np.nan)  # NaN: no evaluation on that iteration
+    evals[9] = 3.0
     evals[9, 2] = -np.inf
-    metrics = {"check/learned": learned, "critic/loss": loss, "critic/q_mean": q, "eval/return": evals,
+    evaluated = np.zeros((iters, seeds), bool)
+    evaluated[9] = True
+    metrics = {"check/learned": learned, "check/evaluated": evaluated, "critic/loss": loss, "critic/q_mean": q, "eval/return": evals,
                "train/return_sum": np.zeros((iters, seeds)), "check/state_finite": np.array([True, True, True])}
     # the chunk ended at iteration 30 with 8 envs: its iterations are 21..30
     assert health.first_nonfinite(metrics, 30, 8) == {1: (8 * 27, "critic/loss"), 2: (8 * 30, "eval/return")}
