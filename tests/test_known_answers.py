@@ -130,6 +130,10 @@ def test_one_step_and_mean_flow_steps_carry_noise_to_the_data_distribution():
     e = jax.random.normal(jax.random.PRNGKey(3), (20000, 2))
     for x in (flows.one_step(exact_u, e), flows.mean_flow_steps(exact_u, e, 3)):
         np.testing.assert_allclose(x, M + S * e, rtol=1e-4, atol=1e-4)  # the exact transport map
+    # particle-shaped noise (N, B, d), as the agents sample it
+    e3 = e[:600].reshape(3, 200, 2)
+    for x in (flows.one_step(exact_u, e3), flows.mean_flow_steps(exact_u, e3, 3)):
+        np.testing.assert_allclose(x, M + S * e3, rtol=1e-4, atol=1e-4)
     # Euler on the marginal velocity reaches the same distribution
     x = flows.euler(marginal_v, e, 200)
     np.testing.assert_allclose(np.mean(x, axis=0), M, atol=0.02)

@@ -27,6 +27,8 @@ def test_sample_draws_only_valid_entries():
 
 def test_bytes_per_item():
     assert replay.bytes_per_item({"a": jnp.zeros((3,)), "b": jnp.zeros((), jnp.int32)}) == 16
+    # each leaf at its own item size
+    assert replay.bytes_per_item({"a": np.zeros((5,), np.uint8), "b": np.zeros((2, 3), np.float16)}) == 5 + 12
 
 
 def test_running_stats_match_numpy():
