@@ -66,6 +66,14 @@ def test_linear_weights_truncate_and_normalise():
     np.testing.assert_allclose(linear_weights(100 * q), linear_weights(q), atol=1e-6)
 
 
+def test_linear_weights_stay_in_the_unit_interval_for_tiny_spreads():
+    """Q values closer than the normaliser's epsilon: weights still lie in [0, 1] and sum to at most 1."""
+    q = jnp.array([[0.0, 1.0], [4e-9, 1.0 + 3e-7], [2e-9, 1.0]])
+    for baseline in ("mean", "max"):
+        w = np.asarray(linear_weights(q, baseline))
+        assert np.all((w >= 0) & (w <= 1)) and np.all(w.sum(0) <= 1 + 1e-6), (baseline, w)
+
+
 def test_exp_weights_and_best_of_n():
     q = jnp.array([[0.0, 1.0], [1.0, 0.0]])
     w = np.asarray(exp_weights(q, 0.5))
