@@ -74,6 +74,15 @@ def test_linear_weights_stay_in_the_unit_interval_for_tiny_spreads():
         assert np.all((w >= 0) & (w <= 1)) and np.all(w.sum(0) <= 1 + 1e-6), (baseline, w)
 
 
+def test_unknown_weight_baseline_and_time_distribution_are_named():
+    from mjxflow import flows
+
+    with pytest.raises(ValueError, match="unknown md_baseline 'median'; valid: mean, max"):
+        linear_weights(jnp.zeros((2, 1)), "median")
+    with pytest.raises(ValueError, match="unknown time distribution 'beta'; valid: logit_normal, uniform"):
+        flows.sample_times(jax.random.PRNGKey(0), (3,), "beta")
+
+
 def test_exp_weights_and_best_of_n():
     q = jnp.array([[0.0, 1.0], [1.0, 0.0]])
     w = np.asarray(exp_weights(q, 0.5))
