@@ -62,6 +62,19 @@ def test_truncation_keeps_final_obs_and_bootstraps():
     assert int(state.steps) == 1
 
 
+def test_episode_returns_restart_from_zero_after_each_auto_reset():
+    """Rewards of 1 per step, limit 3: every episode returns 3, and steps that end nothing report 0."""
+    state, outs = run_steps(Walk(), 3, [1.0] * 7)
+    assert [float(o.episode_return) for o in outs] == [0, 0, 3, 0, 0, 3, 0]
+    assert [bool(o.done) for o in outs] == [False, False, True, False, False, True, False]
+    assert float(state.ret) == 1.0 and int(state.steps) == 1
+    # counters keep their dtypes through reset and step (a float step counter would drift)
+    ep = EpisodeEnv(Walk(), 3)
+    fresh = ep.reset(jax.random.PRNGKey(0))
+    assert fresh.steps.dtype == jnp.int32 and state.steps.dtype == jnp.int32
+    assert outs[0].transition.terminated.dtype == jnp.float32
+
+
 def test_termination_stops_bootstrap():
     _, outs = run_steps(Walk(wall=1.5), 10, [1.0, 1.0, 1.0])
     assert not bool(outs[0].done)
