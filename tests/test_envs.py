@@ -89,6 +89,11 @@ def test_rollout_returns_stop_at_termination_and_limit():
     np.testing.assert_allclose(returns, 3.0)  # steps 1, 2, 3 rewarded; terminated at 3
     returns = rollout_returns(Walk(), lambda obs, key: jnp.ones_like(obs), jax.random.PRNGKey(0), 2, 7)
     np.testing.assert_allclose(returns, 7.0)
+    # episodes that end at different steps: the first one (speed 2) is over after 2 steps and earns
+    # nothing while the others (speed 1) run on to their 3rd
+    fast_first = lambda obs, key: jnp.where(jnp.arange(obs.shape[0])[:, None] == 0, 2.0, 1.0)
+    returns = rollout_returns(Walk(wall=2.5), fast_first, jax.random.PRNGKey(0), 3, 10)
+    np.testing.assert_allclose(returns, [2.0, 3.0, 3.0])
 
 
 def test_bandit_optimum_is_known():
