@@ -76,3 +76,9 @@ def test_time_samplers():
     np.testing.assert_allclose(np.median(np.asarray(t_ln)), jax.nn.sigmoid(-0.4), atol=0.01)
     t_u = flows.sample_times(key, (20000,), dist="uniform")
     np.testing.assert_allclose(np.mean(np.asarray(t_u)), 0.5, atol=0.01)
+
+
+def test_sample_rt_passes_its_spread_to_both_draws():
+    r, t = flows.sample_rt(jax.random.PRNGKey(4), (20000,), mu=0.0, sigma=0.2)
+    logit = lambda p: np.log(np.asarray(p) / (1 - np.asarray(p)))
+    assert np.abs(logit(r)).max() < 1.0 and np.abs(logit(t)).max() < 1.0  # 5 sigma of N(0, 0.2^2)
