@@ -82,7 +82,7 @@ def release() -> str:
 
 
 def layout(packed: list) -> list[str]:
-    """'dtype[shape]' of each packed array: what a reader must expect, in order."""
+    """'dtype[shape]' of each packed array (or orbax array metadata): what a reader must expect, in order."""
     return [f"{jnp.dtype(x.dtype).name}{list(x.shape)}" for x in packed]
 
 
@@ -180,7 +180,7 @@ def saved_meta(run_dir: str, step: int) -> dict | None:
 def _stored_layout(run_dir: str, step: int, item: str) -> list[str]:
     """What orbax's own metadata says the item's arrays are (raises when that is unreadable)."""
     path = epath.Path(checkpoint_dir(run_dir)) / str(step) / item
-    return [f"{jnp.dtype(m.dtype).name}{list(m.shape)}" for m in ocp.StandardCheckpointHandler().metadata(path).tree]
+    return layout(ocp.StandardCheckpointHandler().metadata(path).tree)
 
 
 def incompatibility(run_dir: str, step: int, loop: Loop) -> str | None:
