@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
-from mjxflow.checkpoint import build_loop
+from mjxflow.loop import build_loop
 from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, make_env
@@ -113,7 +113,7 @@ def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1
     return dataclasses.replace(
         base, env=cfg.env, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=cfg.batch_size,
         updates_per_iter=cfg.updates_per_iter, min_replay=max(cfg.batch_size, num_envs),
-        replay_size=max(10_000, 4 * cfg.iters * num_envs), total_steps=10**9, eval_every=10**9,
+        replay_size=max(10_000, 4 * cfg.iters * num_envs), total_steps=10**9,
         critic=dataclasses.replace(base.critic, hidden=cfg.hidden),
         sac=dataclasses.replace(base.sac, actor_hidden=cfg.hidden),
         smfp=dataclasses.replace(base.smfp, actor_hidden=cfg.hidden),

@@ -31,11 +31,9 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from mjxflow.agents import make_agent
 from mjxflow.cli import ConfigError
 from mjxflow.config import TrainConfig, load_json
-from mjxflow.envs import make_env
-from mjxflow.loop import Loop, TrainState
+from mjxflow.loop import Loop, TrainState, build_loop
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -267,11 +265,6 @@ class LoadedRun:
     loop: Loop
     state: TrainState
     step: int
-
-
-def build_loop(cfg: TrainConfig) -> Loop:
-    env = make_env(cfg.env)
-    return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
 
 
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:

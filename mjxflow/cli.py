@@ -87,6 +87,10 @@ def _condense(text: str) -> str:
     lines = [line for line in lines if line and set(line) - set("-─ ")]
     parts = [line for line in lines if not line.startswith(("For full helptext", "Argument helptext"))]
     message = parts[1] if len(parts) > 1 else (parts[0] if parts else "could not parse the command line")
+    for line in parts[2:]:  # a message wrapped over several lines (e.g. the list of valid choices)
+        if line.endswith(":") or line.startswith(("--", "Perhaps")) or message.endswith((".", ")")):
+            break
+        message += " " + line
     if "Perhaps you meant:" in parts:
         k = parts.index("Perhaps you meant:")
         if k + 1 < len(parts):

@@ -10,7 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+EnvName = Literal[
+    "inverted_pendulum", "inverted_double_pendulum", "reacher", "pusher", "swimmer", "hopper", "halfcheetah",
+    "walker2d", "ant", "humanoid", "humanoidstandup", "bandit", "multigoal",
+]
+AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
 
 
 @dataclass(frozen=True)
@@ -140,25 +146,29 @@ class FPMDConfig:
 class TrainConfig:
     """Train an agent on a batched MJX (or probe) environment; seeds are a vmap axis."""
 
-    env: str = "inverted_pendulum"
-    """Environment name (see mjxflow.envs.ENV_NAMES)."""
-    agent: str = "smfp"
-    """Agent name (see mjxflow.agents.AGENT_NAMES)."""
+    env: EnvName = "inverted_pendulum"
+    """Environment: a brax MJX task or a pure-JAX probe (bandit, multigoal)."""
+    agent: AgentName = "smfp"
+    """Agent: smfp, fpmd-r, fpmd-m or sac."""
     num_envs: int = 16
-    """Parallel training environments per seed."""
+    """Parallel training environments per seed; the auto options below scale with it (see
+    mjxflow.scale and the README)."""
     num_seeds: int = 2
     """Seeds trained at once, as one vmapped program."""
     seed: int = 0
     """Base random seed; seed i of the sweep uses split(PRNGKey(seed), num_seeds)[i]."""
-    total_steps: int = 32_000
-    """Environment steps per seed (rounded up to whole iterations of num_envs steps)."""
+    total_steps: int | None = None
+    """Environment steps per seed; the run trains exactly ceil(total_steps / num_envs) iterations.
+    Default: the env's preset (README)."""
+    print_config: bool = False
+    """Print the resolved config and its derived figures as JSON and exit, compiling nothing."""
     run_name: str | None = None
     """Name of the run directory under runs_dir; default: ENV-AGENT-TIMESTAMP."""
     runs_dir: str = "runs"
     """Folder that holds run directories."""
     resume: str | None = None
     """Continue the run in this directory from its latest checkpoint (other options then only
-    change total_steps and logging)."""
+    change total_steps, evaluation, logging and checkpointing)."""
     overwrite: bool = False
     """Allow writing into an existing run directory, deleting what is there."""
     restart: bool = False
@@ -167,28 +177,37 @@ class TrainConfig:
     such a resume stops with exit status 2 and changes nothing."""
 
     episode_length: int | None = None
-    """Time limit of an episode (truncation, bootstrapped); default: the environment's own."""
-    eval_every: int = 4_000
-    """Evaluate every this many env steps per seed (in the jitted loop); also the logging interval."""
-    eval_envs: int = 10
-    """Evaluation episodes per seed at each evaluation (run in parallel, deterministic policy)."""
-    checkpoint_every: int | None = None
-    """Checkpoint every this many env steps (rounded to whole logging intervals); default: every
-    20,000. The end of training, and a stop by Ctrl-C or SIGTERM, always checkpoint."""
+    """Time limit of an episode (truncation, bootstrapped); default: the env's preset."""
+    num_evals: int | None = None
+    """Evaluations spread evenly over the run (after the initial one); auto: 20."""
+    eval_episodes: int | None = None
+    """Episodes per seed at each evaluation, run in parallel (deterministic policy); auto:
+    num_envs / 32 within [10, 128]."""
+    chunk_iters: int | None = None
+    """Iterations per compiled call (the host syncs, logs and draws progress between calls);
+    auto: about 200 calls per run."""
+    num_checkpoints: int | None = None
+    """Checkpoints spread evenly over the run; auto: 5. The end of training, and a stop by Ctrl-C
+    or SIGTERM, always checkpoint."""
     save_replay: bool = True
     """Include the replay buffer in checkpoints (exact resume); False makes checkpoints small and
     a resumed run refills its buffer with random actions first."""
     keep_checkpoints: int = 3
     """How many most recent checkpoints to keep."""
 
-    replay_size: int = 100_000
-    """Replay capacity in transitions, per seed."""
-    min_replay: int = 2_000
-    """Transitions collected with uniform random actions before learning starts (per seed)."""
-    batch_size: int = 256
-    """Minibatch size of each gradient update."""
-    updates_per_iter: int = 4
-    """Gradient updates G per iteration (one iteration = one step of every training env)."""
+    replay_size: int | None = None
+    """Replay capacity in transitions, per seed; auto: 1,024 iterations of num_envs transitions,
+    at least 100,000 and at most --replay-gib-per-seed."""
+    replay_gib_per_seed: float = 2.0
+    """Memory budget of the auto replay capacity, GiB per seed."""
+    min_replay: int | None = None
+    """Transitions collected with uniform random actions before learning starts (per seed);
+    auto: max(2,000, batch size, 10 num_envs)."""
+    batch_size: int | None = None
+    """Minibatch size of each gradient update; auto: 2 num_envs within [256, 8,192]."""
+    updates_per_iter: int | None = None
+    """Gradient updates G per iteration (one iteration = one step of every training env); auto:
+    a sample reuse (batch x G / num_envs) of 64 at 64 envs or fewer, falling to 16 at 1,024."""
     normalize_obs: bool = True
     """Normalise observations with running mean and variance (kept in the train state)."""
 
@@ -206,21 +225,8 @@ class TrainConfig:
 
     @property
     def iterations(self) -> int:
-        """Total loop iterations per seed: total_steps rounded up to whole num_envs steps."""
+        """Loop iterations per seed: exactly ceil(total_steps / num_envs) (total_steps resolved)."""
         return -(-self.total_steps // self.num_envs)
-
-    @property
-    def eval_every_iters(self) -> int:
-        return max(1, self.eval_every // self.num_envs)
-
-    @property
-    def chunk_iters(self) -> int:
-        """Iterations per compiled chunk: one logging (and evaluation) interval."""
-        return self.eval_every_iters
-
-    @property
-    def checkpoint_every_chunks(self) -> int:
-        return max(1, round((self.checkpoint_every or 20_000) / (self.chunk_iters * self.num_envs)))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -249,9 +255,10 @@ def from_dict(data: dict) -> TrainConfig:
     return _build(TrainConfig, data)
 
 
-def save_json(cfg: TrainConfig, path: str) -> None:
+def save_json(cfg: TrainConfig, path: str, extra: dict | None = None) -> None:
+    """config.json: the config's fields, plus `extra` entries (the derived figures) that loading ignores."""
     with open(path, "w") as f:
-        json.dump(to_dict(cfg), f, indent=2)
+        json.dump({**to_dict(cfg), **(extra or {})}, f, indent=2)
 
 
 def load_json(path: str) -> TrainConfig:

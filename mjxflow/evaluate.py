@@ -1,6 +1,6 @@
 """`python -m mjxflow.evaluate --run runs/NAME`: restore a checkpoint and evaluate every seed.
 
-With `--episodes` equal to the run's `eval_envs` (the default) the episodes are exactly those of the
+With `--episodes` equal to the run's `eval_episodes` (the default) the episodes are exactly those of the
 in-loop evaluation at the checkpoint's step, so the training log's return is reproduced.
 """
 
@@ -28,7 +28,7 @@ class EvalConfig:
     step: int | None = None
     """Checkpoint step (env steps per seed); default: the latest."""
     episodes: int | None = None
-    """Evaluation episodes per seed; default: the run's eval_envs (reproduces its logged return)."""
+    """Evaluation episodes per seed; default: the run's eval_episodes (reproduces its logged return)."""
     mode_samples: int = 2000
     """Policy samples per seed for mode coverage (tasks with known optimal modes, e.g. multigoal)."""
     compile_cache: str | None = "~/.cache/mjxflow/jax"
@@ -72,7 +72,7 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
     validate(cfg)
     enable_compile_cache(cfg.compile_cache)
     run = checkpoint.load_run(cfg.run, cfg.step)
-    episodes = run.cfg.eval_envs if cfg.episodes is None else cfg.episodes
+    episodes = run.cfg.eval_episodes if cfg.episodes is None else cfg.episodes
     returns = np.asarray(jax.device_get(run.loop.make_evaluate_all(episodes)(run.state)))  # (seeds, episodes)
     per_seed_mean, per_seed_std = returns.mean(axis=1), returns.std(axis=1)
     result = {

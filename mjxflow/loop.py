@@ -1,9 +1,11 @@
 """The fused training loop: acting, MJX stepping, replay, updates and evaluation in one jitted chunk.
 
-Layout of one chunk (`Loop.make_train_chunk`): a `lax.scan` over iterations whose body is vmapped
-over seeds. The flags that decide what an iteration does (random warm-up actions, whether to learn,
-whether to evaluate) depend only on counters that every seed shares, so they are computed outside
-the vmap and `lax.cond` stays a real branch: evaluation costs nothing on iterations that skip it.
+Layout of one chunk (`Loop.make_train_chunk`): a `lax.while_loop` over a given number of
+iterations whose body is vmapped over seeds. The flags that decide what an iteration does (random
+warm-up actions, whether to learn) depend only on counters that every seed shares, so they are
+computed outside the vmap and `lax.cond` stays a real branch. Evaluation is a separate compiled call
+(`Loop.make_evaluate_all`) that the host makes at the iterations of its schedule (mjxflow.scale), so
+its cost is measured apart from training and the chunk length is free of it.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import numpy as np
 from flax import struct
 
 from mjxflow import normalizer, replay as replay_lib
-from mjxflow.agents import Agent
+from mjxflow.agents import Agent, make_agent
 from mjxflow.config import TrainConfig
-from mjxflow.envs import Env, EpisodeEnv, EpisodeState, Transition, rollout_returns
+from mjxflow.envs import Env, EpisodeEnv, EpisodeState, Transition, make_env, rollout_returns
 from mjxflow.normalizer import RunningStats
 from mjxflow.replay import Replay
+from mjxflow.scale import resolve
 
 
 def all_finite(tree) -> jax.Array:
@@ -52,11 +55,15 @@ class Loop:
     """Static pieces of a run (config, env, agent) and the pure functions built from them."""
 
     def __init__(self, cfg: TrainConfig, env: Env, agent: Agent):
+        unresolved = [f for f in ("total_steps", "replay_size", "min_replay", "batch_size", "updates_per_iter",
+                                  "chunk_iters") if getattr(cfg, f) is None]
+        if unresolved:
+            raise ValueError(f"Loop needs a resolved config (mjxflow.scale.resolve); unset: {', '.join(unresolved)}")
         self.cfg = cfg
         self.env = env
         self.agent = agent
         self.episode_env = EpisodeEnv(env, cfg.episode_length)
-        self.total_iters = -(-cfg.iterations // cfg.chunk_iters) * cfg.chunk_iters  # whole chunks
+        self.total_iters = cfg.iterations  # exactly ceil(total_steps / num_envs)
 
     # ---- state ---------------------------------------------------------------------------------
     def transition_example(self, zeros: Callable = jnp.zeros) -> Transition:
@@ -133,7 +140,7 @@ class Loop:
 
     # ---- the fused iteration ----------------------------------------------------------------------
     def iterate(self, ts: TrainState) -> tuple[TrainState, dict]:
-        """One iteration for every seed: collect, maybe learn, maybe evaluate."""
+        """One iteration for every seed: collect, and learn once the replay holds min_replay."""
         random_actions = ts.seeds.replay.size[0] < self.cfg.min_replay
         seeds, info = jax.vmap(self.collect, in_axes=(0, None))(ts.seeds, random_actions)
 
@@ -143,35 +150,48 @@ class Loop:
         skip = lambda s: (s, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), learn_shape))
         seeds, learn_info = jax.lax.cond(ready, learn, skip, seeds)
 
+        learned = jnp.broadcast_to(ready, (ts.seeds.key.shape[0],))
+        metrics = {**info, **learn_info, "check/learned": learned}
         it = ts.iteration + 1
-        do_eval = (it % self.cfg.eval_every_iters == 0) | (it == self.total_iters)
-        num_seeds = self.cfg.num_seeds
-        eval_return = jax.lax.cond(
-            do_eval,
-            lambda s: jnp.mean(jax.vmap(self.evaluate, in_axes=(0, None, None))(s, it, self.cfg.eval_envs), axis=-1),
-            lambda s: jnp.full((num_seeds,), jnp.nan),
-            seeds,
-        )
-        learned = jnp.broadcast_to(ready, (num_seeds,))
-        evaluated = jnp.broadcast_to(do_eval, (num_seeds,))
-        metrics = {**info, **learn_info, "eval/return": eval_return, "check/learned": learned, "check/evaluated": evaluated}
         return TrainState(seeds=seeds, iteration=it), metrics
 
-    def make_train_chunk(self, num_iters: int | None = None) -> Callable[[TrainState], tuple[TrainState, dict]]:
-        """jit(state -> (state, metrics)) over `num_iters` iterations (default: one log interval).
+    def make_train_chunk(self, max_iters: int | None = None) -> Callable[..., tuple[TrainState, dict]]:
+        """jit((state, n) -> (state, metrics)): n iterations (a traced integer, at most `max_iters`,
+        default chunk_iters; omitted: max_iters), so one compiled program serves every chunk length.
 
-        The input state is donated; metrics are stacked per iteration with shape (num_iters, seeds),
-        except `check/state_finite` (seeds,): whether every parameter, optimiser and temperature
-        value and the observation statistics of each seed are finite at the end of the chunk.
+        The input state is donated; metrics are stacked per iteration with shape (max_iters, seeds),
+        rows past n filled with NaN (False for flags), except `check/state_finite` (seeds,): whether
+        every parameter, optimiser and temperature value and the observation statistics of each
+        seed are finite at the end of the chunk.
         """
-        length = num_iters or self.cfg.chunk_iters
+        length = max_iters or self.cfg.chunk_iters
 
-        def chunk(ts: TrainState) -> tuple[TrainState, dict]:
-            ts, metrics = jax.lax.scan(lambda s, _: self.iterate(s), ts, None, length=length)
+        def chunk(ts: TrainState, n: jax.Array) -> tuple[TrainState, dict]:
+            shapes = jax.eval_shape(self.iterate, ts)[1]
+            blank = lambda x: jnp.zeros((length,) + x.shape, x.dtype) if x.dtype == jnp.bool_ else \
+                jnp.full((length,) + x.shape, jnp.nan, x.dtype)
+            buf = jax.tree.map(blank, shapes)
+
+            def body(carry):
+                i, ts, buf = carry
+                ts, m = self.iterate(ts)
+                buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, m)
+                return i + 1, ts, buf
+
+            n = jnp.minimum(n, length)
+            _, ts, metrics = jax.lax.while_loop(lambda c: c[0] < n, body, (jnp.zeros((), jnp.int32), ts, buf))
             metrics["check/state_finite"] = jax.vmap(all_finite)((ts.seeds.agent, ts.seeds.norm))
             return ts, metrics
 
-        return jax.jit(chunk, donate_argnums=0)
+        jitted = jax.jit(chunk, donate_argnums=0)
+        full = jnp.asarray(length, jnp.int32)  # on the device already: a full chunk moves nothing
+
+        def run(ts: TrainState, n: int | jax.Array | None = None):
+            return jitted(ts, full if n is None else jnp.asarray(n, jnp.int32))
+
+        run.lower = lambda ts: jitted.lower(ts, full)
+        run._cache_size = jitted._cache_size
+        return run
 
     def policy_samples(self, seed: SeedState, obs: jax.Array, key: jax.Array) -> jax.Array:
         """Draws from the learned policy itself (no exploration extras) at raw observations."""
@@ -185,3 +205,10 @@ class Loop:
             return jax.vmap(self.evaluate, in_axes=(0, None, None))(ts.seeds, ts.iteration, num_episodes)
 
         return jax.jit(evaluate_all)
+
+
+def build_loop(cfg: TrainConfig) -> Loop:
+    """The env, agent and loop of a config, its auto options resolved (nothing is compiled)."""
+    env = make_env(cfg.env)
+    cfg = resolve(cfg, env.obs_size, env.action_size)
+    return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))

@@ -6,7 +6,10 @@ one jitted call per logging interval (see mjxflow.loop).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
 import os
 import shutil
 import signal
@@ -21,52 +24,68 @@ import numpy as np
 from mjxflow import checkpoint
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
-from mjxflow.config import TrainConfig, check_options, load_json, save_json
+from mjxflow.config import TrainConfig, check_options, load_json, save_json, to_dict
 from mjxflow.envs import check_env_name
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
-from mjxflow.loop import Loop
+from mjxflow.loop import Loop, build_loop
 from mjxflow.plot import plot_runs
+from mjxflow.scale import derived, derived_table, resolve, schedule
 
 
-# Fields a resumed run may change: they affect logging, evaluation and saving, not training.
+# Fields a resumed run may change: they affect evaluation, logging and saving, not training.
 RESUMABLE_CHANGES = frozenset(
-    {"total_steps", "resume", "overwrite", "restart", "eval_every", "eval_envs", "checkpoint_every", "keep_checkpoints",
-     "save_replay", "compile_cache", "run_name", "runs_dir"}
+    {"total_steps", "resume", "overwrite", "restart", "print_config", "num_evals", "eval_episodes", "chunk_iters",
+     "num_checkpoints", "keep_checkpoints", "save_replay", "compile_cache", "run_name", "runs_dir", "replay_gib_per_seed"}
 )
+
+# The nested option group of each agent: `--sac.actor-lr` belongs to --agent sac only.
+AGENT_GROUP = {"sac": "sac", "smfp": "smfp", "fpmd-r": "fpmd", "fpmd-m": "fpmd"}
+
+POSITIVE_INTS = ("num_envs", "num_seeds", "total_steps", "num_evals", "eval_episodes", "chunk_iters", "num_checkpoints",
+                 "replay_size", "batch_size", "updates_per_iter", "keep_checkpoints", "episode_length")
+
+
+def check_agent_flags(agent: str, argv: list[str]) -> None:
+    """ConfigError when argv sets an option of an agent other than `agent` (it would be ignored)."""
+    mine = AGENT_GROUP[agent]
+    for token in argv:
+        group = token[2:].split(".", 1)[0] if token.startswith("--") and "." in token.split("=", 1)[0] else None
+        if group in set(AGENT_GROUP.values()) - {mine}:
+            owners = " or ".join(f"--agent {a}" for a, g in AGENT_GROUP.items() if g == group)
+            raise ConfigError(f"{token.split('=', 1)[0]} is an option of {owners}, and this run uses --agent {agent}")
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError naming the first bad value and what is allowed."""
+    """Raise ConfigError naming the first bad value and what is allowed (auto options may be None)."""
     try:
         check_env_name(cfg.env)
         check_agent_name(cfg.agent)
         check_options(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    for name in ("num_envs", "num_seeds", "total_steps", "eval_every", "eval_envs", "checkpoint_every",
-                 "replay_size", "batch_size", "updates_per_iter", "keep_checkpoints"):
+    for name in POSITIVE_INTS:
         value = getattr(cfg, name)
-        if value is None and name == "checkpoint_every":
+        if value is None and name not in ("num_envs", "num_seeds", "keep_checkpoints"):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if cfg.restart and cfg.resume is None:
         raise ConfigError("--restart only applies with --resume RUN_DIR")
-    if cfg.min_replay < 0:
+    if cfg.min_replay is not None and cfg.min_replay < 0:
         raise ConfigError(f"--min-replay must be >= 0, got {cfg.min_replay}")
-    if cfg.episode_length is not None and cfg.episode_length <= 0:
-        raise ConfigError(f"--episode-length must be a positive integer, got {cfg.episode_length}")
+    if not (cfg.replay_gib_per_seed > 0 and math.isfinite(cfg.replay_gib_per_seed)):
+        raise ConfigError(f"--replay-gib-per-seed must be > 0, got {cfg.replay_gib_per_seed!r}")
+    if cfg.run_name is not None and (cfg.run_name in ("", ".", "..") or "/" in cfg.run_name or os.sep in cfg.run_name):
+        raise ConfigError(f"--run-name must be a name, not a path, got {cfg.run_name!r} (use --runs-dir for the folder)")
+
+
+def validate_resolved(cfg: TrainConfig) -> None:
+    """The checks that need every auto option resolved (mjxflow.scale.resolve)."""
     if cfg.replay_size < cfg.num_envs:
         raise ConfigError(f"--replay-size {cfg.replay_size} is smaller than one iteration's transitions (--num-envs {cfg.num_envs})")
     if cfg.replay_size < cfg.min_replay:
         raise ConfigError(f"--min-replay {cfg.min_replay} exceeds --replay-size {cfg.replay_size}")
-    if cfg.eval_every > cfg.total_steps:
-        raise ConfigError(f"--eval-every {cfg.eval_every} never fires within --total-steps {cfg.total_steps}; "
-                          f"use a value <= {cfg.total_steps}")
-    if cfg.checkpoint_every is not None and cfg.checkpoint_every > cfg.total_steps:
-        raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every} never fires within --total-steps {cfg.total_steps} "
-                          f"(only the final checkpoint would be saved); use a value <= {cfg.total_steps}")
     if cfg.batch_size > max(cfg.min_replay, cfg.num_envs):
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is larger than the replay's minimum fill --min-replay {cfg.min_replay}; "
@@ -87,9 +106,12 @@ def config_differences(old, new, prefix: tuple[str, ...] = ()) -> list[tuple[tup
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """tyro parse; with --resume the saved config is the default, so flags given override it."""
+    """tyro parse; with --resume the saved config is the default, so flags given override it.
+    Options of an agent other than the chosen one are an error."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse(TrainConfig, argv)
     if cfg.resume is None:
+        check_agent_flags(cfg.agent, argv)
         return cfg
     path = os.path.join(cfg.resume, "config.json")
     if not os.path.exists(path):
@@ -101,6 +123,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if changed:
         raise ConfigError(f"cannot resume {cfg.resume}: these settings differ from the run's ({'; '.join(changed)}); "
                           f"only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite', 'restart'}))} may change")
+    check_agent_flags(cfg.agent, argv)
     return cfg
 
 
@@ -145,7 +168,7 @@ def run_dir_for(cfg: TrainConfig) -> str:
     return os.path.join(cfg.runs_dir, name)
 
 
-def prepare_run_dir(cfg: TrainConfig) -> str:
+def prepare_run_dir(cfg: TrainConfig, derived_figures: dict) -> str:
     run_dir = run_dir_for(cfg)
     if cfg.resume is None:
         if os.path.exists(run_dir):
@@ -153,7 +176,8 @@ def prepare_run_dir(cfg: TrainConfig) -> str:
                 raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
             shutil.rmtree(run_dir)
         os.makedirs(run_dir)
-    save_json(dataclasses.replace(cfg, restart=False), os.path.join(run_dir, "config.json"))  # a one-time choice
+    save_json(dataclasses.replace(cfg, restart=False, print_config=False), os.path.join(run_dir, "config.json"),
+              extra={"derived": derived_figures})  # restart is a one-time choice
     return run_dir
 
 
@@ -165,6 +189,7 @@ class TrainResult:
     env_steps: int
     wall_time: float
     interrupted: bool = False  # stopped early by SIGINT / SIGTERM, after saving a checkpoint
+    timings: dict | None = None  # seconds spent compiling, training, evaluating, checkpointing
 
 
 class StopSignals:
@@ -192,108 +217,221 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+# ---- setup -----------------------------------------------------------------------------------------
+
+def resolve_config(cfg: TrainConfig) -> tuple[Loop, dict]:
+    """Validate, build the env and agent, fill in the auto options; returns the loop (whose cfg is
+    the resolved config) and the derived figures. Compiles nothing."""
+    validate(cfg)
+    loop = build_loop(cfg)
+    validate_resolved(loop.cfg)
+    return loop, derived(loop.cfg, loop.env.obs_size, loop.env.action_size)
+
+
+def print_config(cfg: TrainConfig) -> None:
+    """--print-config: the resolved config and its derived figures as JSON (as in config.json).
+    Builds no env (the sizes come from the env's preset) and compiles nothing."""
+    validate(cfg)
+    cfg = resolve(cfg)
+    validate_resolved(cfg)
+    figures = derived(cfg)
+    data = to_dict(dataclasses.replace(cfg, print_config=False))
+    print(json.dumps({**data, "derived": figures}, indent=2))
+
+
+@dataclass
+class Run:
+    """An opened run: resolved config, loop, directory, checkpoint manager, state and history."""
+
+    cfg: TrainConfig
+    loop: Loop
+    run_dir: str
+    mngr: object
+    state: object
+    last_eval: np.ndarray  # latest evaluation per seed (NaN before the first)
+    best: np.ndarray
+    wall_offset: float  # wall time of the run before this process (resume)
+
+
+def open_run(cfg: TrainConfig, log) -> Run:
+    """Resolve and check the config, restore or initialise the state, prepare the run directory.
+    Everything that can reject the input happens before the run directory is touched."""
+    loop, figures = resolve_config(cfg)
+    cfg = loop.cfg
+    check_memory(cfg, loop)
+    enable_compile_cache(cfg.compile_cache)
+    restored = None
+    if cfg.resume is not None:  # before anything in the run directory is touched
+        restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart)
+    run_dir = prepare_run_dir(cfg, figures)
+    log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds x {cfg.num_envs} envs | obs {loop.env.obs_size}, "
+        f"action {loop.env.action_size} | run {run_dir}")
+    log(derived_table(figures))
+
+    run = Run(cfg=cfg, loop=loop, run_dir=run_dir, mngr=None, state=None, last_eval=np.full(cfg.num_seeds, np.nan),
+              best=np.full(cfg.num_seeds, -np.inf), wall_offset=0.0)
+    step = None
+    if restored is not None:
+        run.mngr, step, run.state, had_replay = restored
+    else:
+        run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints)
+    if step is not None:
+        log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))
+        for r in truncate_metrics(run_dir, step):  # drop rows logged after the checkpoint
+            run.wall_offset = max(run.wall_offset, r["wall_time"])
+            if r["eval_return"] is not None:
+                run.last_eval[r["seed"]] = r["eval_return"]
+                run.best[r["seed"]] = max(run.best[r["seed"]], r["eval_return"])
+    else:
+        if cfg.resume is not None:
+            log(f"{run_dir} has no readable checkpoint: starting the run over (--restart)")
+            truncate_metrics(run_dir, -1)
+        run.state = jax.jit(loop.init)()
+    return run
+
+
+# ---- driving the compiled loop ---------------------------------------------------------------------
+
+class Timings:
+    """Wall time of the run split by what it was spent on."""
+
+    PARTS = ("compile", "training", "evaluation", "checkpointing")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - t
+
+    def summary(self, wall: float) -> str:
+        other = max(0.0, wall - sum(self.seconds.values()))
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        return f"wall time {wall:.1f} s: {parts}, other {other:.1f} s"
+
+
+def with_evaluation(metrics: dict, returns: np.ndarray | None) -> dict:
+    """Add `eval/return` and `check/evaluated` rows, (iters, seeds), to a chunk's metrics: the
+    evaluation the host ran after the chunk's last iteration, if any."""
+    iters, seeds = np.asarray(metrics["check/learned"]).shape
+    evals = np.full((iters, seeds), np.nan, np.float32)
+    evaluated = np.zeros((iters, seeds), bool)
+    if returns is not None:
+        evals[-1], evaluated[-1] = returns, True
+    return {**metrics, "eval/return": evals, "check/evaluated": evaluated}
+
+
+def stop_on_nonfinite(run: Run, bad: dict, what: str = "") -> None:
+    good = run.mngr.latest_step()
+    run.mngr.close()
+    kept = f"the last good checkpoint ({good:,} env steps) is kept" if good is not None else "no checkpoint was saved yet"
+    raise TrainingStopped(f"non-finite values ({describe(bad)}){what}; this state was not saved, {kept}; "
+                          f"run directory {run.run_dir}")
+
+
+def compile_evaluation(loop: Loop, state, episodes: int):
+    """state -> returns (seeds, episodes) of the deterministic policy at the state's iteration."""
+    return loop.make_evaluate_all(episodes).lower(state).compile()
+
+
+def drive(run: Run, log, timings: Timings) -> str | None:
+    """Run the schedule's chunks, evaluations and checkpoints to the end of training; returns the
+    name of the signal that stopped it early, if any."""
+    cfg, loop = run.cfg, run.loop
+    sched = schedule(cfg)
+    writer = MetricsWriter(run.run_dir)
+    with timings("compile"):
+        chunk = loop.make_train_chunk().lower(run.state).compile()
+        evaluate = compile_evaluation(loop, run.state, cfg.eval_episodes)
+    log(f"compiled the training chunk (up to {cfg.chunk_iters} iterations per call) and the evaluation "
+        f"({cfg.eval_episodes} episodes per seed) in {timings.seconds['compile']:.1f} s")
+
+    iteration = int(run.state.iteration)
+    progress = Progress(sched.total * cfg.num_envs, iteration * cfg.num_envs, cfg.num_seeds)
+    t0 = time.perf_counter()
+    elapsed = lambda: run.wall_offset + time.perf_counter() - t0
+    if iteration == 0:  # the initial policy's return: the first point of every learning curve
+        with timings("evaluation"):
+            run.last_eval[:] = np.asarray(evaluate(run.state)).mean(axis=1)
+        writer.write([{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)}
+                      for s, r in enumerate(run.last_eval)])
+        if not np.all(np.isfinite(run.last_eval)):
+            run.mngr.close()
+            bad = {s: (0, "eval/return") for s in np.flatnonzero(~np.isfinite(run.last_eval))}
+            raise TrainingStopped(f"non-finite values ({describe(bad)}) in the initial policy's evaluation; "
+                                  f"run directory {run.run_dir}")
+        run.best = np.fmax(run.best, run.last_eval)
+        progress.update(0, run.last_eval)
+
+    interrupted = None
+    with StopSignals(log) as stop:
+        while iteration < sched.total:
+            end = sched.next_stop(iteration)
+            n = end - iteration
+            with timings("training"):
+                run.state, metrics = chunk(run.state, np.int32(n))
+                metrics = jax.device_get(metrics)
+            metrics = {k: (v if k == "check/state_finite" else v[:n]) for k, v in metrics.items()}
+            iteration = end
+            returns = None
+            if end in sched.evals:
+                with timings("evaluation"):
+                    returns = np.asarray(evaluate(run.state)).mean(axis=1)
+            metrics = with_evaluation(metrics, returns)
+            writer.write(chunk_rows(metrics, iteration, cfg.num_envs, elapsed(), run.last_eval))
+            bad = first_nonfinite(metrics, iteration, cfg.num_envs)
+            if bad:
+                stop_on_nonfinite(run, bad)
+            run.best = np.fmax(run.best, run.last_eval)
+            progress.update(iteration * cfg.num_envs, run.last_eval)
+            interrupted = stop.received
+            if end in sched.checkpoints or end == sched.total or interrupted:
+                with timings("checkpointing"):
+                    checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay)
+            if interrupted:
+                log(f"stopped by {interrupted} at {iteration * cfg.num_envs:,} env steps per seed, checkpoint saved; "
+                    f"continue with: python -m mjxflow.train --resume {run.run_dir}")
+                break
+    run.mngr.close()
+    return interrupted
+
+
 def train(cfg: TrainConfig, log=print) -> TrainResult:
     """Run (or resume) training to cfg.total_steps; returns the final per-seed evaluation.
 
     Raises ConfigError for bad input before anything is compiled or written, and TrainingStopped
     when a seed's losses, Q values or parameters become non-finite (nothing is saved over the last
     good checkpoint). SIGINT / SIGTERM finish the current chunk, save and return interrupted=True."""
-    validate(cfg)
-    loop = checkpoint.build_loop(cfg)  # builds the env and agent; compiles nothing
-    check_memory(cfg, loop)
-    enable_compile_cache(cfg.compile_cache)
-    restored = None
-    if cfg.resume is not None:  # before anything in the run directory is touched
-        restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart)
-    run_dir = prepare_run_dir(cfg)
-    total_steps = loop.total_iters * cfg.num_envs
-    mb = loop.replay_bytes_per_seed() / 2**20
-    log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds x {cfg.num_envs} envs | obs {loop.env.obs_size}, "
-        f"action {loop.env.action_size} | {total_steps:,} env steps per seed | run {run_dir}")
-    log(f"replay buffer: {cfg.replay_size:,} transitions = {mb:,.1f} MiB per seed ({mb * cfg.num_seeds:,.1f} MiB in all)")
-
-    wall_offset, best = 0.0, np.full(cfg.num_seeds, -np.inf)
-    last_eval = np.full(cfg.num_seeds, np.nan)
-    step = None
-    if restored is not None:
-        mngr, step, state, had_replay = restored
-    else:
-        mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints)
-    if step is not None:
-        log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))
-        for r in truncate_metrics(run_dir, step):  # drop rows logged after the checkpoint
-            wall_offset = max(wall_offset, r["wall_time"])
-            if r["eval_return"] is not None:
-                last_eval[r["seed"]] = r["eval_return"]
-                best[r["seed"]] = max(best[r["seed"]], r["eval_return"])
-    else:
-        if cfg.resume is not None:
-            log(f"{run_dir} has no readable checkpoint: starting the run over (--restart)")
-            truncate_metrics(run_dir, -1)
-        state = jax.jit(loop.init)()
-    writer = MetricsWriter(run_dir)
-
     t = time.perf_counter()
-    chunk = loop.make_train_chunk().lower(state).compile()
-    log(f"compiled the training chunk ({cfg.chunk_iters} iterations) in {time.perf_counter() - t:.1f} s")
-
-    start_steps = state.env_steps(cfg.num_envs)
-    progress = Progress(total_steps, start_steps, cfg.num_seeds)
-    pending = []
-    if start_steps == 0:  # the initial policy's return: the first point of every learning curve
-        last_eval[:] = np.asarray(loop.make_evaluate_all(cfg.eval_envs)(state)).mean(axis=1)
-        pending = [{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)} for s, r in enumerate(last_eval)]
-        if not np.all(np.isfinite(last_eval)):
-            writer.write(pending)
-            mngr.close()
-            bad = {s: (0, "eval/return") for s in np.flatnonzero(~np.isfinite(last_eval))}
-            raise TrainingStopped(f"non-finite values ({describe(bad)}) in the initial policy's evaluation; "
-                                  f"run directory {run_dir}")
-        best = np.fmax(best, last_eval)
-        progress.update(0, last_eval)
-    t0 = time.perf_counter()
-    interrupted = None
-    with StopSignals(log) as stop:
-        while int(state.iteration) < loop.total_iters:
-            state, metrics = chunk(state)
-            metrics = jax.device_get(metrics)
-            iteration = int(state.iteration)
-            wall = wall_offset + time.perf_counter() - t0
-            rows = chunk_rows(metrics, iteration, cfg.num_envs, wall, last_eval)
-            writer.write(pending + rows)
-            pending = []
-            bad = first_nonfinite(metrics, iteration, cfg.num_envs)
-            if bad:
-                good = mngr.latest_step()
-                mngr.close()
-                kept = f"the last good checkpoint ({good:,} env steps) is kept" if good is not None else "no checkpoint was saved yet"
-                raise TrainingStopped(
-                    f"non-finite values ({describe(bad)}); this state was not saved, {kept}; "
-                    f"run directory {run_dir}")
-            best = np.fmax(best, last_eval)
-            progress.update(iteration * cfg.num_envs, last_eval)
-            chunks_done = iteration // cfg.chunk_iters
-            interrupted = stop.received
-            if chunks_done % cfg.checkpoint_every_chunks == 0 or iteration >= loop.total_iters or interrupted:
-                checkpoint.save(mngr, iteration * cfg.num_envs, state, cfg.save_replay)
-            if interrupted:
-                log(f"stopped by {interrupted} at {iteration * cfg.num_envs:,} env steps per seed, checkpoint saved; "
-                    f"continue with: python -m mjxflow.train --resume {run_dir}")
-                break
-    mngr.close()
-    wall = wall_offset + time.perf_counter() - t0
-    log(summary_table(last_eval, best))
-    plot_runs([run_dir], os.path.join(run_dir, "curve.png"))
-    steps = state.env_steps(cfg.num_envs)
+    run = open_run(cfg, log)
+    timings = Timings()
+    interrupted = drive(run, log, timings)
+    wall = time.perf_counter() - t
+    log(summary_table(run.last_eval, run.best))
+    log(timings.summary(wall))
+    plot_runs([run.run_dir], os.path.join(run.run_dir, "curve.png"))
+    steps = run.state.env_steps(run.cfg.num_envs)
     if not interrupted:
-        log(f"done: {steps:,} env steps per seed in {wall:.1f} s; run directory {run_dir}")
-    return TrainResult(run_dir=run_dir, final_eval=last_eval.copy(), best_eval=best, env_steps=steps, wall_time=wall,
-                       interrupted=bool(interrupted))
+        log(f"done: {steps:,} env steps per seed in {run.wall_offset + wall:.1f} s; run directory {run.run_dir}")
+    return TrainResult(run_dir=run.run_dir, final_eval=run.last_eval.copy(), best_eval=run.best, env_steps=steps,
+                       wall_time=run.wall_offset + wall, interrupted=bool(interrupted), timings=dict(timings.seconds))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 1 stopped on non-finite values, 2 bad input, 130 stopped by a signal."""
-    return run_command(lambda: 130 if train(parse_args(argv)).interrupted else 0)
+    """Exit status: 0 done (or --print-config), 1 stopped on non-finite values, 2 bad input, 130
+    stopped by a signal."""
+    def command():
+        cfg = parse_args(argv)
+        if cfg.print_config:
+            print_config(cfg)
+            return 0
+        return 130 if train(cfg).interrupted else 0
+
+    return run_command(command)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ os.environ.setdefault("MJXFLOW_TEST_CACHE", _CACHE)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
-from mjxflow.checkpoint import build_loop  # noqa: E402
+from mjxflow.loop import build_loop  # noqa: E402
 from mjxflow.config import TrainConfig  # noqa: E402
 from mjxflow.loop import Loop  # noqa: E402
 
@@ -24,8 +24,8 @@ from mjxflow.loop import Loop  # noqa: E402
 def tiny_config(**overrides) -> TrainConfig:
     """A bandit run small enough to compile and train in seconds on a 2-core CPU."""
     base = dict(
-        env="bandit", agent="sac", num_envs=8, num_seeds=2, seed=0, total_steps=4000, eval_every=400,
-        eval_envs=8, min_replay=256, batch_size=64, replay_size=2000, updates_per_iter=2,
+        env="bandit", agent="sac", num_envs=8, num_seeds=2, seed=0, total_steps=4000, num_evals=10,
+        chunk_iters=50, eval_episodes=8, min_replay=256, batch_size=64, replay_size=2000, updates_per_iter=2,
         compile_cache=_CACHE,
     )
     base.update(overrides)

@@ -3,6 +3,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import optax
 
 from mjxflow.agents import make_agent
@@ -57,6 +58,23 @@ def test_td_target_closed_form_and_truncation():
     soft_v = q_next.min(axis=0) - 0.2 * np.array([-1.0, 0.5])
     y = critic.td_target(state, make_batch([0.0, 1.0]), next_action, next_logp, alpha)
     np.testing.assert_allclose(y, [1.0 + 0.9 * soft_v[0], 2.0], rtol=1e-6)
+
+
+def test_critic_loss_is_the_summed_squared_td_error_of_both_critics():
+    """loss = mean over the batch of sum over the twin critics of (Q_k(s, a) - y)^2, and the logged
+    means are those of Q and y (a wrong sign, power or axis changes the value)."""
+    critic = Critic(CriticConfig(hidden=(8,)), 3, 1)
+    params = critic.init(jax.random.PRNGKey(1)).params
+    obs = jax.random.normal(jax.random.PRNGKey(2), (3, 3))
+    batch = Transition(obs=obs, action=jnp.array([[-0.5], [0.1], [0.9]]), reward=jnp.zeros(3), next_obs=obs,
+                       terminated=jnp.zeros(3))
+    target = jnp.array([0.7, -1.3, 2.0])
+    loss, info = critic.loss(params, batch, target)
+    q = np.asarray(critic.q(params, batch.obs, batch.action))  # (2, 3)
+    expected = np.mean(((q[0] - target) ** 2) + ((q[1] - target) ** 2))
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    want = {"critic/loss": expected, "critic/q_mean": q.mean(), "critic/target_mean": float(np.mean(target))}
+    assert {k: float(v) for k, v in info.items()} == pytest.approx({k: float(v) for k, v in want.items()}, rel=1e-6)
 
 
 def test_critic_update_is_adam_step_then_polyak():

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from mjxflow import evaluate, train
-from mjxflow.checkpoint import build_loop
+from mjxflow.loop import build_loop
 from mjxflow.cli import ConfigError
 from mjxflow.logs import read_jsonl
 
 from conftest import tiny_config
 
-TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-every", "400", "--eval-envs", "8",
+TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--chunk-iters", "50", "--eval-episodes", "8",
         "--min-replay", "256", "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2"]
 
 
@@ -23,8 +23,9 @@ def cli(tmp_path, *args):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--env", "antt"], "unknown env 'antt'; valid envs: ant, halfcheetah"),
-        (["--agent", "ppo"], "unknown agent 'ppo'; valid agents: smfp, fpmd-r, fpmd-m, sac"),
+        (["--env", "antt"], "invalid choice 'antt' for argument '--env'. Expected one of ('inverted_pendulum', "
+                            "'inverted_double_pendulum', 'reacher', 'pusher', 'swimmer', 'hopper', 'halfcheetah'"),
+        (["--agent", "ppo"], "invalid choice 'ppo' for argument '--agent'. Expected one of ('smfp', 'fpmd-r', 'fpmd-m', 'sac')."),
         (["--num-envs", "0"], "--num-envs must be a positive integer, got 0"),
         (["--num-seeds", "-2"], "--num-seeds must be a positive integer, got -2"),
         (["--batch-size", "512"], "--batch-size 512 is larger than the replay's minimum fill"),
@@ -33,18 +34,30 @@ def cli(tmp_path, *args):
         (["--total-steps", "0"], "--total-steps must be a positive integer, got 0"),
         (["--total-steps", "-100"], "--total-steps must be a positive integer, got -100"),
         (["--total-steps", "1e5"], "--total-steps must be an integer, got '1e5'"),
-        (["--total-steps", "1600", "--eval-every", "2000"], "--eval-every 2000 never fires within --total-steps 1600"),
-        (["--total-steps", "1600", "--checkpoint-every", "5000"], "--checkpoint-every 5000 never fires within --total-steps 1600"),
+        (["--num-evals", "0"], "--num-evals must be a positive integer, got 0"),
+        (["--chunk-iters", "-1"], "--chunk-iters must be a positive integer, got -1"),
+        (["--num-checkpoints", "0"], "--num-checkpoints must be a positive integer, got 0"),
+        (["--eval-episodes", "0"], "--eval-episodes must be a positive integer, got 0"),
+        (["--replay-gib-per-seed", "0"], "--replay-gib-per-seed must be > 0, got 0.0"),
+        (["--agent", "smfp", "--sac.actor-lr", "1e-3"], "--sac.actor-lr is an option of --agent sac, and this run uses --agent smfp"),
+        (["--agent", "sac", "--fpmd.num-particles", "8"],
+         "--fpmd.num-particles is an option of --agent fpmd-r or --agent fpmd-m, and this run uses --agent sac"),
+        (["--critic.lr", "nan"], "--critic.lr must be > 0, got nan"),
+        (["--critic.lr", "-1e-3"], "--critic.lr must be > 0, got -0.001"),
+        (["--critic.gamma", "1.5"], "--critic.gamma must be in [0, 1), got 1.5"),
+        (["--critic.tau", "2"], "--critic.tau must be in (0, 1], got 2.0"),
+        (["--run-name", "a/b"], "--run-name must be a name, not a path, got 'a/b'"),
+        (["--run-name", ".."], "--run-name must be a name, not a path, got '..'"),
         (["--replay-size", "100000000000"], "--replay-size 100,000,000,000 needs"),
         (["--num-env", "8"], "Unrecognized options: --num-env, 8 (perhaps you meant --num-envs)"),
         (["--critic.hidden", "64", "wide"], "--critic.hidden must be integers, got 'wide'"),
         (["--smfp.weights", "softmax"], "--smfp.weights 'softmax' is not one of: linear, exp"),
         (["--smfp.num-particles", "1"], "--smfp.num-particles must be >= 2 (the weights compare particles of the same state), got 1"),
         (["--smfp.times.frac-r-neq-t", "1.5"], "--smfp.times.frac-r-neq-t must be in [0, 1], got 1.5"),
-        (["--fpmd.md-lambda", "0"], "--fpmd.md-lambda must be > 0, got 0.0"),
-        (["--agent", "sac", "--fpmd.times.dist", "beta"], "--fpmd.times.dist 'beta' is not one of: logit_normal, uniform"),
+        (["--agent", "fpmd-r", "--fpmd.md-lambda", "0"], "--fpmd.md-lambda must be > 0, got 0.0"),
+        (["--agent", "fpmd-m", "--fpmd.times.dist", "beta"], "--fpmd.times.dist 'beta' is not one of: logit_normal, uniform"),
         (["--critic.gamma", "1"], "--critic.gamma must be in [0, 1), got 1.0"),
-        (["--sac.log-std-min", "3"], "--sac.log-std-min must be < --sac.log-std-max 2.0, got 3.0"),
+        (["--agent", "sac", "--sac.log-std-min", "3"], "--sac.log-std-min must be < --sac.log-std-max 2.0, got 3.0"),
         (["--restart"], "--restart only applies with --resume RUN_DIR"),
     ],
 )
@@ -96,7 +109,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    assert train.main(cli(runs, "--run-name", "r", "--total-steps", "1600", "--checkpoint-every", "800")) == 0
+    assert train.main(cli(runs, "--run-name", "r", "--total-steps", "1600", "--num-checkpoints", "2", "--num-evals", "4")) == 0
     return runs / "r"
 
 
@@ -178,8 +191,8 @@ def test_resume_refuses_a_changed_setup(cli_run, capsys, args, differences):
 
 def test_resume_continues_the_run(cli_run):
     # total steps, the logging / evaluation interval and checkpointing may change on resume
-    assert train.main(["--resume", str(cli_run), "--total-steps", "2400", "--eval-every", "800",
-                       "--checkpoint-every", "800"]) == 0
+    assert train.main(["--resume", str(cli_run), "--total-steps", "2400", "--num-evals", "3", "--chunk-iters", "100",
+                       "--num-checkpoints", "3"]) == 0
     rows = read_jsonl(cli_run / "metrics.jsonl")
     assert [r["env_steps"] for r in rows if r["seed"] == 0] == [0, 400, 800, 1200, 1600, 2400]
     assert "2400" in os.listdir(cli_run / "checkpoints")

@@ -16,6 +16,7 @@ from mjxflow.envs import EnvState
 from mjxflow.envs.probes import MultiGoal
 from mjxflow.evaluate import mode_coverage, modes_kept
 from mjxflow.loop import Loop, SeedState, TrainState
+from mjxflow.scale import resolve
 
 from conftest import tiny_config
 
@@ -52,8 +53,8 @@ SMALL = (32, 32)
 
 def truncation_config(agent: str):
     return tiny_config(
-        agent=agent, num_seeds=1, num_envs=8, episode_length=LIMIT, total_steps=8 * 200, eval_every=8 * 200,
-        eval_envs=2, min_replay=64, batch_size=64, updates_per_iter=4, replay_size=1024,
+        agent=agent, num_seeds=1, num_envs=8, episode_length=LIMIT, total_steps=8 * 200, num_evals=1,
+        eval_episodes=2, min_replay=64, batch_size=64, updates_per_iter=4, replay_size=1024,
         critic=CriticConfig(hidden=SMALL, gamma=GAMMA, tau=0.05, lr=1e-3),
         # the entropy bonus is made negligible so Q has the closed form above
         sac=SACConfig(actor_hidden=SMALL, init_alpha=1e-6, autotune_alpha=False),
@@ -64,8 +65,8 @@ def truncation_config(agent: str):
 
 @pytest.mark.parametrize("agent", ["sac", "smfp", "fpmd-r", "fpmd-m"])
 def test_time_limit_bootstraps_through_the_fused_loop(agent):
-    cfg = truncation_config(agent)
     env = EndlessConstant()
+    cfg = resolve(truncation_config(agent), env.obs_size, env.action_size)
     loop = Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
     state, metrics = loop.make_train_chunk(loop.total_iters)(jax.jit(loop.init)())
     assert int(np.sum(metrics["train/episodes"])) == 8 * 200 // LIMIT  # every episode ended by the limit

@@ -17,7 +17,7 @@ import pytest
 from mjxflow import evaluate, health, train
 from mjxflow.logs import read_jsonl
 
-TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-every", "400", "--eval-envs", "8",
+TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--chunk-iters", "50", "--eval-episodes", "8",
         "--min-replay", "256", "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,14 +39,14 @@ def python(code: str, **popen):
 def reference(tmp_path_factory):
     """An uninterrupted 2400-step run with checkpoints every 800 steps."""
     runs = tmp_path_factory.mktemp("ref")
-    assert train.main(args(runs, "ref", "--total-steps", "2400", "--checkpoint-every", "800")) == 0
+    assert train.main(args(runs, "ref", "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6")) == 0
     return runs / "ref"
 
 
 def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):
     # the first 1200 steps of the reference run, again and with another base seed
-    assert train.main(args(tmp_path, "again", "--total-steps", "1200")) == 0
-    assert train.main(args(tmp_path, "seed1", "--total-steps", "1200", "--seed", "1")) == 0
+    assert train.main(args(tmp_path, "again", "--total-steps", "1200", "--num-evals", "3")) == 0
+    assert train.main(args(tmp_path, "seed1", "--total-steps", "1200", "--num-evals", "3", "--seed", "1")) == 0
     ref = [r for r in without_wall_time(read_jsonl(reference / "metrics.jsonl")) if r["env_steps"] <= 1200]
     assert without_wall_time(read_jsonl(tmp_path / "again" / "metrics.jsonl")) == ref
     other = without_wall_time(read_jsonl(tmp_path / "seed1" / "metrics.jsonl"))
@@ -68,7 +68,7 @@ def test_sigkill_during_a_save_then_resume_loses_nothing(reference, tmp_path):
             return await finalize(self, *a, **k)
         atomicity.AtomicRenameTemporaryPath.finalize = killing_finalize
         from mjxflow import train
-        sys.exit(train.main({args(tmp_path, "crash", "--total-steps", "2400", "--checkpoint-every", "800")!r}))
+        sys.exit(train.main({args(tmp_path, "crash", "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6")!r}))
     """, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = crash.communicate(timeout=600)
     assert crash.returncode == -signal.SIGKILL, err
@@ -90,7 +90,7 @@ def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
     proc = python(f"""
         import sys
         from mjxflow import train
-        sys.exit(train.main({args(tmp_path, "int", "--total-steps", "400000", "--checkpoint-every", "200000")!r}))
+        sys.exit(train.main({args(tmp_path, "int", "--total-steps", "400000", "--num-checkpoints", "2", "--num-evals", "1000")!r}))
     """, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     for line in proc.stdout:
@@ -111,13 +111,13 @@ def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
     assert "Traceback" not in out
     # and it resumes from there to the same place as the uninterrupted run (the reference stopped at 2400)
     if step < 2400:
-        assert train.main(["--resume", str(run), "--total-steps", "2400", "--checkpoint-every", "800"]) == 0
+        assert train.main(["--resume", str(run), "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6"]) == 0
         ref = without_wall_time(read_jsonl(reference / "metrics.jsonl"))
         assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == ref
 
 
 def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, tmp_path, capsys):
-    assert train.main(args(tmp_path, "dmg", "--total-steps", "2400", "--checkpoint-every", "800")) == 0
+    assert train.main(args(tmp_path, "dmg", "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6")) == 0
     run = tmp_path / "dmg"
     for folder, _, files in os.walk(run / "checkpoints" / "2400"):
         for name in files:  # every data file cut to half its size
@@ -125,7 +125,7 @@ def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, 
             with open(path, "r+b") as f:
                 f.truncate(os.path.getsize(path) // 2)
     capsys.readouterr()
-    assert train.main(["--resume", str(run), "--total-steps", "3200"]) == 0
+    assert train.main(["--resume", str(run), "--total-steps", "3200", "--num-evals", "8"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint at 2,400 env steps cannot be read: damaged (" in out
     assert "resumed from checkpoint at 1,600 env steps" in out
@@ -153,7 +153,7 @@ def test_resume_without_a_checkpoint_stops_unless_restart(tmp_path, capsys):
     (run / "metrics.jsonl").write_text('{"seed": 0, "env_steps": 400, "wall_time": 1.0, "eval_return": 5.0}\n{"seed": 0, "env')
     from mjxflow.config import save_json
     from conftest import tiny_config
-    save_json(tiny_config(total_steps=800, eval_every=400, checkpoint_every=800), str(run / "config.json"))
+    save_json(tiny_config(total_steps=800, num_evals=2, num_checkpoints=1), str(run / "config.json"))
     before = snapshot(run)
     assert train.main(["--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip()
@@ -227,18 +227,21 @@ def test_damaged_metrics_line_is_skipped_with_a_warning(tmp_path, capsys):
 @pytest.mark.parametrize("where", ["loop", "initial"])
 def test_non_finite_evaluation_return_stops_the_run(tmp_path, capsys, monkeypatch, where):
     """An evaluation that returns NaN stops the run (exit 1, one line) instead of logging the previous
-    value in its place: in the training chunk (traced first) or in the initial policy's evaluation."""
-    from mjxflow import loop as loop_lib
-
-    real, traces = loop_lib.rollout_returns, []
+    value in its place: at the first evaluation after training started, or at the initial one."""
+    real, calls = train.compile_evaluation, []
 
     def poisoned(*a, **k):
-        traces.append(1)
-        poison = (len(traces) == 1) == (where == "loop")
-        return real(*a, **k) * (jnp.nan if poison else 1.0)
+        evaluate = real(*a, **k)
 
-    monkeypatch.setattr(loop_lib, "rollout_returns", poisoned)
-    code = train.main(args(tmp_path, "nan-eval", "--total-steps", "1200", "--checkpoint-every", "400"))
+        def run(state):
+            calls.append(1)
+            poison = (len(calls) == 2) == (where == "loop")
+            return evaluate(state) * (np.nan if poison else 1.0)
+
+        return run
+
+    monkeypatch.setattr(train, "compile_evaluation", poisoned)
+    code = train.main(args(tmp_path, "nan-eval", "--total-steps", "1200", "--num-checkpoints", "3", "--num-evals", "3"))
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
     run = tmp_path / "nan-eval"
@@ -270,7 +273,7 @@ def test_nan_evaluation_inside_the_loop_is_reported():
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, capsys):
     # A critic learning rate of 1e30 blows the Q values up to inf, then NaN, as soon as learning starts
     # (after 808 transitions, in the third 400-step chunk); checkpoints come every 400 steps.
-    code = train.main(args(tmp_path, "nan", "--total-steps", "4000", "--checkpoint-every", "400", "--min-replay", "808",
+    code = train.main(args(tmp_path, "nan", "--total-steps", "4000", "--num-checkpoints", "10", "--num-evals", "10", "--min-replay", "808",
                            "--critic.lr", "1e30"))
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err

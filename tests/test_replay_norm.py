@@ -25,6 +25,12 @@ def test_sample_draws_only_valid_entries():
     assert set(np.asarray(sample).tolist()) == set(range(1, 8))
 
 
+def test_a_buffer_holding_one_item_only_returns_that_item():
+    buf = replay.add(replay.init(4, {"x": jnp.zeros(())}), {"x": jnp.array([7.0])})
+    batch = replay.sample(buf, jax.random.PRNGKey(0), 64)
+    np.testing.assert_array_equal(batch["x"], np.full(64, 7.0))  # never the empty slots
+
+
 def test_bytes_per_item():
     assert replay.bytes_per_item({"a": jnp.zeros((3,)), "b": jnp.zeros((), jnp.int32)}) == 16
     # each leaf at its own item size

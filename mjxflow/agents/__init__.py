@@ -7,9 +7,11 @@ from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.fpmd import FPMD
 from mjxflow.agents.sac import SAC
 from mjxflow.agents.smfp import SMFP
-from mjxflow.config import TrainConfig
+import typing
 
-AGENT_NAMES: tuple[str, ...] = ("smfp", "fpmd-r", "fpmd-m", "sac")
+from mjxflow.config import AgentName, TrainConfig
+
+AGENT_NAMES: tuple[str, ...] = typing.get_args(AgentName)
 
 
 def check_agent_name(name: str) -> None:

@@ -63,7 +63,8 @@ class BraxEnv:
 
             self._env = _mjx_swimmer() if name == "swimmer" else brax_envs.get_environment(name, backend="mjx")
         self.name = name
-        self.obs_size = int(self._env.observation_size)
+        # brax's observation_size runs a reset op by op (a minute for ant on a CPU); tracing is enough
+        self.obs_size = int(jax.eval_shape(self._env.reset, jax.random.PRNGKey(0)).obs.shape[-1])
         self.action_size = int(self._env.action_size)
 
     def reset(self, key: jax.Array) -> EnvState:

@@ -1,0 +1,186 @@
+"""Scale rules: every option that depends on the number of environments, derived in one place.
+
+Options left at None (`auto`) are filled in by `resolve` from `--num-envs`, the env's preset and the
+size of one transition; an option given explicitly always wins. The rules, with n = num_envs:
+
+| option            | rule                                                    | n = 16   | n = 1,024  | n = 4,096  |
+|-------------------|---------------------------------------------------------|----------|------------|------------|
+| total_steps       | the env's preset (`PRESETS`)                            |          |            |            |
+| batch_size        | 2 n, clipped to [256, 8,192]                            | 256      | 2,048      | 8,192      |
+| updates_per_iter  | round(reuse(n) n / batch), at least 1                   | 4        | 8          | 8          |
+|   reuse(n)        | 64 sqrt(64 / n), clipped to [16, 64]                    | 64       | 16         | 16         |
+| replay_size       | 1,024 iterations, at least 100,000 transitions, at most | 100,000  | 1,048,576  | 4,194,304  |
+|                   | replay_gib_per_seed                                     |          |            |            |
+| min_replay        | max(2,000, batch, 10 n)                                 | 2,000    | 10,240     | 40,960     |
+| num_evals         | 20 (at most one per iteration)                          | 20       | 20         | 20         |
+| eval_episodes     | n / 32, clipped to [10, 128]                            | 10       | 32         | 128        |
+| chunk_iters       | ceil(iterations / 200), at most 1,000                   |          |            |            |
+| num_checkpoints   | 5 (at most one per iteration)                           |          |            |            |
+
+They follow published massively parallel off-policy recipes: FastSAC (4,096 envs, batch 8,192,
+8 updates per iteration: reuse 16, replay 1,024 steps per env), FastTD3 (1,024 envs, reuse 64,
+10,240 steps per env) and brax's SAC (128 envs, batch 512); at 16 envs they give this project's
+long-standing CPU defaults. Sample reuse = batch x updates per iteration / n is how many times each
+transition is drawn on average; `derived` reports it with the other figures of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from mjxflow.config import TrainConfig
+
+# Per env: env steps per seed of a full run, episode length, and the observation and action sizes
+# (so that a config resolves without building an env; tests/test_scale.py checks them against the
+# envs). The brax tasks end episodes at 1,000 steps as brax's and Playground's training scripts do;
+# budgets follow what massively parallel off-policy methods report for a converged run of each task,
+# except inverted_pendulum, whose budget is the quick CPU run of the README.
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    total_steps: int
+    episode_length: int
+    obs_size: int
+    action_size: int
+
+
+PRESETS: dict[str, Preset] = {
+    "inverted_pendulum": Preset(32_000, 1000, 4, 1),
+    "inverted_double_pendulum": Preset(1_000_000, 1000, 8, 1),
+    "reacher": Preset(2_000_000, 1000, 11, 2),
+    "pusher": Preset(5_000_000, 1000, 23, 7),
+    "swimmer": Preset(5_000_000, 1000, 8, 2),
+    "hopper": Preset(10_000_000, 1000, 11, 3),
+    "halfcheetah": Preset(10_000_000, 1000, 17, 6),
+    "walker2d": Preset(10_000_000, 1000, 17, 6),
+    "ant": Preset(10_000_000, 1000, 27, 8),
+    "humanoid": Preset(20_000_000, 1000, 244, 17),
+    "humanoidstandup": Preset(20_000_000, 1000, 244, 17),
+    "bandit": Preset(4_000, 1, 2, 2),
+    "multigoal": Preset(4_000, 1, 2, 2),
+}
+
+TARGET_HOST_SYNCS = 200  # compiled calls per run the auto chunk length aims at
+MAX_CHUNK_ITERS = 1000
+DEFAULT_NUM_EVALS = 20
+DEFAULT_NUM_CHECKPOINTS = 5
+REPLAY_ITERATIONS = 1024  # auto replay capacity, in iterations of num_envs transitions
+MIN_AUTO_REPLAY = 100_000
+
+
+def sample_reuse_target(num_envs: int) -> float:
+    return min(64.0, max(16.0, 64.0 * math.sqrt(64.0 / num_envs)))
+
+
+def auto_batch_size(num_envs: int) -> int:
+    return min(8192, max(256, 2 * num_envs))
+
+
+def auto_replay_size(num_envs: int, bytes_per_transition: int, gib_per_seed: float) -> int:
+    cap = int(gib_per_seed * 2**30) // bytes_per_transition
+    return max(num_envs, min(max(MIN_AUTO_REPLAY, REPLAY_ITERATIONS * num_envs), cap))
+
+
+def transition_bytes(obs_size: int, action_size: int) -> int:
+    """float32 obs, next_obs, action, reward and termination flag."""
+    return 4 * (2 * obs_size + action_size + 2)
+
+
+def iterations(cfg: TrainConfig) -> int:
+    """Loop iterations per seed: exactly ceil(total_steps / num_envs)."""
+    return -(-cfg.total_steps // cfg.num_envs)
+
+
+def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | None = None) -> TrainConfig:
+    """The config with every auto (None) option filled in by the rules above (sizes: the env's
+    preset unless given)."""
+    n = cfg.num_envs
+    preset = PRESETS[cfg.env]
+    obs_size = preset.obs_size if obs_size is None else obs_size
+    action_size = preset.action_size if action_size is None else action_size
+    cfg = dataclasses.replace(
+        cfg,
+        total_steps=cfg.total_steps if cfg.total_steps is not None else preset.total_steps,
+        episode_length=cfg.episode_length if cfg.episode_length is not None else preset.episode_length,
+    )
+    iters = iterations(cfg)
+    batch = cfg.batch_size if cfg.batch_size is not None else auto_batch_size(n)
+    updates = cfg.updates_per_iter if cfg.updates_per_iter is not None else max(1, round(sample_reuse_target(n) * n / batch))
+    replay = (cfg.replay_size if cfg.replay_size is not None
+              else auto_replay_size(n, transition_bytes(obs_size, action_size), cfg.replay_gib_per_seed))
+    min_replay = cfg.min_replay if cfg.min_replay is not None else min(replay, max(2000, batch, 10 * n))
+    return dataclasses.replace(
+        cfg,
+        batch_size=batch,
+        updates_per_iter=updates,
+        replay_size=replay,
+        min_replay=min_replay,
+        num_evals=cfg.num_evals if cfg.num_evals is not None else min(DEFAULT_NUM_EVALS, iters),
+        eval_episodes=cfg.eval_episodes if cfg.eval_episodes is not None else min(128, max(10, n // 32)),
+        chunk_iters=cfg.chunk_iters if cfg.chunk_iters is not None else min(MAX_CHUNK_ITERS, -(-iters // TARGET_HOST_SYNCS)),
+        num_checkpoints=cfg.num_checkpoints if cfg.num_checkpoints is not None else min(DEFAULT_NUM_CHECKPOINTS, iters),
+    )
+
+
+def spread(count: int, total: int) -> list[int]:
+    """`count` iterations spread evenly over 1..total, ending at total: ceil(k total / count)."""
+    count = min(count, total)
+    return sorted({-(-k * total // count) for k in range(1, count + 1)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Where a run stops its compiled loop (every chunk_iters iterations, at every evaluation and at
+    the end) and which of those stops evaluate and checkpoint. Evaluations fall exactly on
+    ceil(k total / num_evals); a checkpoint is saved at the first stop at or after each of
+    ceil(k total / num_checkpoints), so checkpoints add no host syncs."""
+
+    total: int
+    evals: tuple[int, ...]
+    checkpoints: tuple[int, ...]
+    stops: tuple[int, ...]
+
+    def next_stop(self, iteration: int) -> int:
+        return next(s for s in self.stops if s > iteration)
+
+
+def schedule(cfg: TrainConfig) -> Schedule:
+    total = iterations(cfg)
+    evals = spread(cfg.num_evals, total)
+    grid = range(cfg.chunk_iters, total + 1, cfg.chunk_iters)
+    stops = sorted(set(grid) | set(evals) | {total})
+    checkpoints = sorted({next(s for s in stops if s >= target) for target in spread(cfg.num_checkpoints, total)})
+    return Schedule(total=total, evals=tuple(evals), checkpoints=tuple(checkpoints), stops=tuple(stops))
+
+
+def derived(cfg: TrainConfig, obs_size: int | None = None, action_size: int | None = None) -> dict:
+    """The figures that say what a resolved config will do, for --print-config and config.json."""
+    sch = schedule(cfg)
+    obs_size = PRESETS[cfg.env].obs_size if obs_size is None else obs_size
+    action_size = PRESETS[cfg.env].action_size if action_size is None else action_size
+    per_item = transition_bytes(obs_size, action_size)
+    return {
+        "iterations": sch.total,
+        "env_steps_per_seed": sch.total * cfg.num_envs,
+        "gradient_updates_per_seed": sch.total * cfg.updates_per_iter,
+        "sample_reuse": round(cfg.batch_size * cfg.updates_per_iter / cfg.num_envs, 3),
+        "replay_iterations": round(cfg.replay_size / cfg.num_envs, 1),
+        "num_evals": len(sch.evals),
+        "eval_episodes": cfg.eval_episodes,
+        "num_checkpoints": len(sch.checkpoints),
+        "host_syncs": len(sch.stops),
+        "replay_bytes_per_seed": cfg.replay_size * per_item,
+        "obs_size": obs_size,
+        "action_size": action_size,
+    }
+
+
+def derived_table(d: dict) -> str:
+    """The derived figures as a short two-column table for the start of a run."""
+    def fmt(key, value):
+        if key == "replay_bytes_per_seed":
+            return f"{value / 2**20:,.1f} MiB"
+        return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+    width = max(len(k) for k in d)
+    return "\n".join(f"  {k:<{width}}  {fmt(k, v)}" for k, v in d.items())

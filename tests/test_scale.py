@@ -1,0 +1,143 @@
+"""Scale rules, the run schedule and --print-config: what a run at any number of envs will do,
+resolved before anything is compiled."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mjxflow import checkpoint, scale, train
+from mjxflow.config import TrainConfig, load_json
+from mjxflow.envs import ENV_NAMES
+from mjxflow.logs import read_jsonl
+
+from conftest import tiny_config
+
+CACHE = ["--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-episodes", "8", "--min-replay", "256",
+        "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2", *CACHE]
+
+
+def printed_config(capsys, *args) -> dict:
+    compiles = []
+
+    def listener(name, duration, **kwargs):
+        if name.startswith("/jax/core/compile"):
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        assert train.main([*args, "--print-config"]) == 0
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert not compiles  # resolving a config compiles nothing
+    return json.loads(capsys.readouterr().out)
+
+
+def test_every_env_has_a_preset_with_its_true_sizes():
+    from mjxflow.envs import make_env
+
+    assert set(scale.PRESETS) == set(ENV_NAMES)
+    for name in ENV_NAMES:
+        env = make_env(name)
+        assert (scale.PRESETS[name].obs_size, scale.PRESETS[name].action_size) == (env.obs_size, env.action_size), name
+
+
+@pytest.mark.parametrize("n, batch, updates, replay, min_replay, episodes", [
+    (16, 256, 4, 100_000, 2_000, 10),
+    (1024, 2048, 8, 1_048_576, 10_240, 32),
+    (4096, 8192, 8, 4_194_304, 40_960, 128),
+])
+def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay, episodes):
+    cfg = scale.resolve(TrainConfig(env="ant", num_envs=n), obs_size=27, action_size=8)
+    assert (cfg.batch_size, cfg.updates_per_iter, cfg.replay_size, cfg.min_replay, cfg.eval_episodes) == \
+        (batch, updates, replay, min_replay, episodes)
+    assert (cfg.total_steps, cfg.episode_length, cfg.num_evals) == (10_000_000, 1000, 20)
+
+
+def test_explicit_options_win_and_the_rest_follow_them():
+    cfg = scale.resolve(TrainConfig(env="ant", num_envs=1024, batch_size=512, total_steps=10_240), 27, 8)
+    assert cfg.batch_size == 512 and cfg.updates_per_iter == 32  # reuse 16 at 1,024 envs: 16 * 1024 / 512
+    assert cfg.total_steps == 10_240 and cfg.num_evals == 10  # no more evaluations than iterations
+    assert scale.resolve(cfg, 27, 8) == cfg  # a resolved config stays as it is
+
+
+def test_replay_budget_caps_the_auto_capacity():
+    cfg = scale.resolve(TrainConfig(env="humanoid", num_envs=4096, replay_gib_per_seed=1.0), 244, 17)
+    per_item = scale.transition_bytes(244, 17)
+    assert cfg.replay_size == 2**30 // per_item
+    assert cfg.replay_size * per_item <= 2**30 < (cfg.replay_size + 1) * per_item
+
+
+@pytest.mark.parametrize("total, evals, ckpts, chunk", [(49, 20, 5, 1), (2442, 20, 5, 13), (7, 20, 5, 3), (300, 6, 3, 50)])
+def test_schedule_spreads_evaluations_and_checkpoints(total, evals, ckpts, chunk):
+    cfg = TrainConfig(num_envs=8, total_steps=8 * total, num_evals=evals, num_checkpoints=ckpts, chunk_iters=chunk)
+    sched = scale.schedule(cfg)
+    assert sched.total == total and sched.stops[-1] == total
+    assert len(sched.evals) == min(evals, total) and sched.evals[-1] == total
+    gaps = np.diff((0,) + sched.evals)
+    assert gaps.max() - gaps.min() <= 1  # evenly spread
+    assert set(sched.evals) <= set(sched.stops) and set(sched.checkpoints) <= set(sched.stops)
+    assert sched.checkpoints[-1] == total and len(sched.checkpoints) <= ckpts
+    assert np.diff((0,) + sched.stops).max() <= chunk  # no compiled call runs more than chunk_iters
+
+
+def test_print_config_of_the_headline_command(capsys):
+    out = printed_config(capsys, "--env", "ant", "--num-envs", "4096")
+    d = out["derived"]
+    assert d["iterations"] >= 2000 and 8 <= d["sample_reuse"] <= 64 and d["replay_iterations"] >= 256
+    assert 10 <= d["num_evals"] <= 50 and d["host_syncs"] <= 300
+    assert d["env_steps_per_seed"] == d["iterations"] * 4096 >= out["total_steps"] > d["env_steps_per_seed"] - 4096
+    assert d["replay_bytes_per_seed"] == out["replay_size"] * scale.transition_bytes(27, 8)
+    assert {"iterations", "env_steps_per_seed", "sample_reuse", "replay_iterations", "num_evals", "eval_episodes",
+            "host_syncs", "replay_bytes_per_seed"} <= set(d)
+    auto = ["total_steps", "episode_length", "num_evals", "eval_episodes", "chunk_iters", "num_checkpoints", "replay_size",
+            "min_replay", "batch_size", "updates_per_iter"]
+    assert all(isinstance(out[k], int) for k in auto)  # every auto option resolved
+
+
+def test_print_config_of_the_default_run_is_cpu_sized(capsys):
+    d = printed_config(capsys)["derived"]
+    assert d["env_steps_per_seed"] <= 50_000 and d["gradient_updates_per_seed"] <= 10_000
+
+
+def test_iterations_are_exactly_total_steps_over_num_envs(capsys):
+    d = printed_config(capsys, "--num-envs", "1024", "--total-steps", "50000")["derived"]
+    assert d["iterations"] == 49 and d["env_steps_per_seed"] == 50_176
+
+
+def test_a_run_trains_exactly_its_iterations_and_saves_the_derived_figures(tmp_path):
+    # 1001 steps of 8 envs: 126 iterations (1,008 steps), not a multiple of the chunk length
+    assert train.main(["--runs-dir", str(tmp_path), "--run-name", "r", *TINY, "--total-steps", "1001",
+                       "--chunk-iters", "50", "--num-evals", "3"]) == 0
+    run = tmp_path / "r"
+    rows = read_jsonl(run / "metrics.jsonl")
+    steps = sorted({r["env_steps"] for r in rows})
+    assert steps == [0, 336, 400, 672, 800, 1008]  # chunk ends (50, 100 iterations) and evaluations (42, 84, 126)
+    assert [r["env_steps"] for r in rows if r["eval_return"] is not None and r["seed"] == 0] == steps
+    assert os.listdir(run / "checkpoints") and max(int(s) for s in os.listdir(run / "checkpoints")) == 1008
+    saved = json.load(open(run / "config.json"))
+    assert saved["derived"]["iterations"] == 126 and saved["batch_size"] == 64 and saved["min_replay"] == 256
+    assert load_json(str(run / "config.json")).num_evals == 3
+
+
+def test_evaluations_and_chunking_never_change_training(tmp_path):
+    """Where the host stops the compiled loop (chunk length, evaluations, checkpoints) is not part of
+    training: two runs that differ only in those end in the same state."""
+    common = ["--runs-dir", str(tmp_path), *TINY, "--total-steps", "800"]
+    assert train.main([*common, "--run-name", "a", "--chunk-iters", "100", "--num-evals", "1", "--num-checkpoints", "1"]) == 0
+    assert train.main([*common, "--run-name", "b", "--chunk-iters", "7", "--num-evals", "9", "--num-checkpoints", "4"]) == 0
+    a, b = checkpoint.load_run(str(tmp_path / "a")), checkpoint.load_run(str(tmp_path / "b"))
+    assert a.step == b.step == 800
+    leaves = zip(jax.tree.leaves(jax.device_get(a.state)), jax.tree.leaves(jax.device_get(b.state)))
+    assert all(np.array_equal(x, y) for x, y in leaves)
+
+
+def test_loop_refuses_an_unresolved_config():
+    from mjxflow.envs.probes import Bandit
+    from mjxflow.loop import Loop
+
+    with pytest.raises(ValueError, match="resolved config"):
+        Loop(tiny_config(batch_size=None), Bandit(), None)
