@@ -10,6 +10,10 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
 - latency: one jitted action batch (1 and 4096 states by default), deterministic policy; FPMD-R
            also with latency_steps (20) Euler steps, the sampler its paper trains with.
 - sweep:   wall time of S vmapped seeds against S times one seed (efficiency = S * t(1) / t(S)).
+- headline: the config `python -m mjxflow.train --env E --agent A --num-envs N` resolves to, for a
+           few iterations: env steps/s, updates/s, one evaluation's time and its share of a whole
+           run (all its evaluations against all its iterations), and peak memory (the device's
+           peak_bytes_in_use where it reports one, else the process's peak resident memory).
 - peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
            and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
            a second virtual environment (peer_venv, created on first use from
@@ -39,7 +43,8 @@ from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, make_env
 
-MEASURES = ("train", "floor", "latency", "sweep", "peer")
+MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline")
+DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,11 @@ class BenchConfig:
     """Seed counts S of the seed-sweep table."""
     sweep_agent: str = "sac"
     """Agent of the seed-sweep table."""
-    measure: tuple[str, ...] = MEASURES
-    """Which tables: train, floor, latency, sweep, peer."""
+    measure: tuple[str, ...] = DEFAULT_MEASURES
+    """Which tables: train, floor, latency, sweep, peer; headline (not in the default set) runs the
+    full auto-scaled training config of each --num-envs and agent (as `mjxflow.train` would: its
+    batch, updates, replay, evaluation episodes and seeds; --batch-size, --updates-per-iter and
+    --hidden do not apply) for --iters x --repeats timed iterations and one evaluation."""
     batch_size: int = 256
     """Minibatch size of each gradient update."""
     updates_per_iter: int = 4
@@ -121,6 +129,66 @@ def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1
                                  train_steps=cfg.fpmd_train_steps),
         compile_cache=None,
     )
+
+
+def peak_memory() -> tuple[int | None, str]:
+    """Peak bytes in use on the device (GPU) or, where it keeps no statistics, the process's peak
+    resident memory (CPU)."""
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host RSS"
+
+
+def measure_headline(cfg: BenchConfig, agent: str, num_envs: int, log=print) -> dict:
+    """The resolved training config of (env, agent, num_envs): warm-up past the replay's minimum
+    fill, then timed chunks of cfg.iters iterations and one timed evaluation."""
+    from mjxflow.scale import derived
+
+    loop = build_loop(TrainConfig(env=cfg.env, agent=agent, num_envs=num_envs, compile_cache=None))
+    tc = loop.cfg
+    fill = -(-tc.min_replay // num_envs) + 1  # the first iteration that learns, included
+    warm = loop.make_train_chunk(fill)
+    chunk = loop.make_train_chunk(cfg.iters)
+    t = time.perf_counter()
+    state, _ = jax.block_until_ready(warm(jax.jit(loop.init)()))
+    state, _ = jax.block_until_ready(chunk(state))  # compiled, and past the envs' first steps
+    evaluate = loop.make_evaluate_all(tc.eval_episodes)
+    jax.block_until_ready(evaluate(state))
+    compile_s = time.perf_counter() - t
+    run = Stateful(chunk, state)
+    times = time_calls(run, cfg.repeats)
+    eval_s = float(np.median(time_calls(lambda: evaluate(run.state), max(1, min(cfg.repeats, 2)))))
+    per_iter = float(np.median(times)) / cfg.iters
+    d = derived(tc, loop.env.obs_size, loop.env.action_size)
+    train_total, eval_total = per_iter * d["iterations"], eval_s * (d["num_evals"] + 1)  # + the initial one
+    peak, where = peak_memory()
+    return {
+        "agent": agent, "num_envs": num_envs, "seeds": tc.num_seeds, "batch_size": tc.batch_size,
+        "updates_per_iter": tc.updates_per_iter, "sample_reuse": d["sample_reuse"], "eval_episodes": tc.eval_episodes,
+        "compile_s": compile_s,
+        "env_steps_per_s": stats(times, cfg.iters * num_envs * tc.num_seeds),
+        "updates_per_s": stats(times, cfg.iters * tc.updates_per_iter * tc.num_seeds),
+        "iteration_s": per_iter, "eval_s": eval_s, "eval_share": eval_total / (eval_total + train_total),
+        "run_hours": (train_total + eval_total) / 3600, "iterations": d["iterations"], "num_evals": d["num_evals"],
+        "peak_bytes": peak, "peak_where": where,
+    }
+
+
+def headline_table(rows: list[dict]) -> str:
+    lines = ["| agent | envs x seeds | batch x updates (reuse) | env steps/s (all seeds) | updates/s | one evaluation (s) | "
+             "evaluation share of a run | whole run (h) | peak memory |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['agent']} | {r['num_envs']} x {r['seeds']} | {r['batch_size']} x {r['updates_per_iter']} ({r['sample_reuse']:g}) | "
+            f"{_fmt_rate(r['env_steps_per_s'])} | {_fmt_rate(r['updates_per_s'])} | {r['eval_s']:.1f} "
+            f"({r['eval_episodes']} episodes) | {100 * r['eval_share']:.0f}% of {r['num_evals'] + 1} | {r['run_hours']:.2f} | "
+            f"{r['peak_bytes'] / 2**30:.2f} GiB ({r['peak_where']}) |")
+    return "\n".join(lines)
 
 
 def time_calls(fn: Callable[[], object], repeats: int) -> np.ndarray:
@@ -379,6 +447,14 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             rows.append(r)
         section(f"Seed sweep ({cfg.sweep_agent}, {n} envs per seed, vmapped seeds)", "sweep", rows, sweep_table(rows))
 
+    if "headline" in cfg.measure:
+        rows = []
+        for n in cfg.num_envs:
+            for a in cfg.agents:
+                log(f"  measuring the headline config of {a} at {n} envs ...", flush=True)
+                rows.append(measure_headline(cfg, a, n, log))
+        section(f"Headline config ({cfg.env}, auto-scaled as mjxflow.train resolves it)", "headline", rows,
+                headline_table(rows))
     if "peer" in cfg.measure:
         rows = measure_peer(cfg, train_rows, log)
         section(f"The peer: brax's SAC trainer against ours ({cfg.env}, batch {cfg.batch_size}, "

@@ -2,6 +2,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from mjxflow import bench
 
@@ -62,3 +63,20 @@ def test_peer_plumbing_with_a_stand_in_interpreter(tmp_path):
     messages = []
     assert bench.measure_peer(failing, ours, log=messages.append) == []
     assert "brax's SAC at 8 envs failed" in messages[-1]
+
+
+def test_headline_measures_the_resolved_training_config(tmp_path, capsys):
+    args = ["--env", "bandit", "--agents", "sac", "--num-envs", "8", "--iters", "3", "--repeats", "2",
+            "--measure", "headline", "--name", "head", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+    assert bench.main(args) == 0
+    result = json.load(open(tmp_path / "head.json"))
+    (row,) = result["headline"]
+    # the config `python -m mjxflow.train --env bandit --agent sac --num-envs 8` resolves to
+    assert (row["batch_size"], row["updates_per_iter"], row["seeds"], row["eval_episodes"]) == (256, 2, 2, 10)
+    assert row["sample_reuse"] == 64 and row["iterations"] == 500 and row["num_evals"] == 20
+    assert 0 < row["eval_share"] < 1 and row["eval_s"] > 0 and row["peak_bytes"] > 0
+    rate = row["env_steps_per_s"]
+    assert rate["min"] <= 8 * 2 / row["iteration_s"] <= rate["max"]  # steps of all seeds per second
+    assert row["updates_per_s"]["median"] == pytest.approx(rate["median"] * 2 / 8, rel=1e-6)  # 2 updates per 8 env steps
+    assert columns(result["tables"]["headline"])[3] == "env steps/s (all seeds)"
+    assert result["tables"]["headline"] in capsys.readouterr().out
