@@ -3,6 +3,7 @@ that needs a training loop reuses the same compiled functions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -19,6 +20,22 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 from mjxflow.loop import build_loop  # noqa: E402
 from mjxflow.config import TrainConfig  # noqa: E402
 from mjxflow.loop import Loop  # noqa: E402
+
+
+@contextlib.contextmanager
+def compile_events():
+    """The names of JAX's tracing and compilation events inside the block, in a list."""
+    events = []
+
+    def listener(name, duration, **kwargs):
+        if name.startswith("/jax/core/compile"):
+            events.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def tiny_config(**overrides) -> TrainConfig:

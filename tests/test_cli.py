@@ -1,7 +1,6 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,7 +9,7 @@ from mjxflow.loop import build_loop
 from mjxflow.cli import ConfigError
 from mjxflow.logs import read_jsonl
 
-from conftest import tiny_config
+from conftest import compile_events, tiny_config
 
 TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--chunk-iters", "50", "--eval-episodes", "8",
         "--min-replay", "256", "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2"]
@@ -62,17 +61,8 @@ def cli(tmp_path, *args):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    compiles = []
-
-    def listener(name, duration, **kwargs):
-        if name.startswith("/jax/core/compile"):
-            compiles.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compile_events() as compiles:
         code = train.main(cli(tmp_path, *args))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1, err

@@ -31,6 +31,12 @@ def test_a_buffer_holding_one_item_only_returns_that_item():
     np.testing.assert_array_equal(batch["x"], np.full(64, 7.0))  # never the empty slots
 
 
+def test_buffer_keeps_each_leaf_dtype():
+    buf = replay.init(3, {"obs": jnp.zeros((2,), jnp.float16), "flag": jnp.zeros((), jnp.uint8), "i": jnp.zeros((), jnp.int32)})
+    assert {k: v.dtype for k, v in buf.data.items()} == {"obs": jnp.float16, "flag": jnp.uint8, "i": jnp.int32}
+    assert buf.data["obs"].shape == (3, 2) and buf.size.dtype == jnp.int32
+
+
 def test_bytes_per_item():
     assert replay.bytes_per_item({"a": jnp.zeros((3,)), "b": jnp.zeros((), jnp.int32)}) == 16
     # each leaf at its own item size

@@ -13,7 +13,7 @@ from mjxflow.config import TrainConfig, load_json
 from mjxflow.envs import ENV_NAMES
 from mjxflow.logs import read_jsonl
 
-from conftest import tiny_config
+from conftest import compile_events, tiny_config
 
 CACHE = ["--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
 TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-episodes", "8", "--min-replay", "256",
@@ -21,17 +21,8 @@ TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--eval-episod
 
 
 def printed_config(capsys, *args) -> dict:
-    compiles = []
-
-    def listener(name, duration, **kwargs):
-        if name.startswith("/jax/core/compile"):
-            compiles.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compile_events() as compiles:
         assert train.main([*args, "--print-config"]) == 0
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert not compiles  # resolving a config compiles nothing
     return json.loads(capsys.readouterr().out)
 
