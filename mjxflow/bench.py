@@ -151,15 +151,15 @@ def measure_headline(cfg: BenchConfig, agent: str, num_envs: int, log=print) -> 
     loop = build_loop(TrainConfig(env=cfg.env, agent=agent, num_envs=num_envs, compile_cache=None))
     tc = loop.cfg
     fill = -(-tc.min_replay // num_envs) + 1  # the first iteration that learns, included
-    warm = loop.make_train_chunk(fill)
-    chunk = loop.make_train_chunk(cfg.iters)
+    chunk = loop.make_train_chunk(max(fill, cfg.iters))  # one program for the warm-up and the timed chunks
+    timed = lambda st: chunk(st, cfg.iters)
     t = time.perf_counter()
-    state, _ = jax.block_until_ready(warm(jax.jit(loop.init)()))
-    state, _ = jax.block_until_ready(chunk(state))  # compiled, and past the envs' first steps
+    state, _ = jax.block_until_ready(chunk(jax.jit(loop.init)(), fill))
+    state, _ = jax.block_until_ready(timed(state))  # past the envs' first steps
     evaluate = loop.make_evaluate_all(tc.eval_episodes)
     jax.block_until_ready(evaluate(state))
     compile_s = time.perf_counter() - t
-    run = Stateful(chunk, state)
+    run = Stateful(timed, state)
     times = time_calls(run, cfg.repeats)
     eval_s = float(np.median(time_calls(lambda: evaluate(run.state), max(1, min(cfg.repeats, 2)))))
     per_iter = float(np.median(times)) / cfg.iters

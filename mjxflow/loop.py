@@ -14,16 +14,15 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from mjxflow import normalizer, replay as replay_lib
 from mjxflow.agents import Agent, make_agent
 from mjxflow.config import TrainConfig
-from mjxflow.envs import Env, EpisodeEnv, EpisodeState, Transition, make_env, rollout_returns
+from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, rollout_returns
 from mjxflow.normalizer import RunningStats
 from mjxflow.replay import Replay
-from mjxflow.scale import resolve
+from mjxflow.scale import resolve, transition_bytes, transition_example
 
 
 def all_finite(tree) -> jax.Array:
@@ -66,17 +65,12 @@ class Loop:
         self.total_iters = cfg.iterations  # exactly ceil(total_steps / num_envs)
 
     # ---- state ---------------------------------------------------------------------------------
-    def transition_example(self, zeros: Callable = jnp.zeros) -> Transition:
-        obs = zeros((self.env.obs_size,), jnp.float32)
-        return Transition(obs=obs, action=zeros((self.env.action_size,), jnp.float32), reward=zeros((), jnp.float32),
-                          next_obs=obs, terminated=zeros((), jnp.float32))
-
     def replay_bytes_per_seed(self) -> int:
         """Bytes of one seed's replay buffer, from shapes alone (nothing is traced or allocated)."""
-        return self.cfg.replay_size * replay_lib.bytes_per_item(self.transition_example(np.zeros))
+        return self.cfg.replay_size * transition_bytes(self.env.obs_size, self.env.action_size)
 
     def init_replay(self) -> Replay:
-        return replay_lib.init(self.cfg.replay_size, self.transition_example())
+        return replay_lib.init(self.cfg.replay_size, transition_example(self.env.obs_size, self.env.action_size))
 
     def init_seed(self, key: jax.Array) -> SeedState:
         agent_key, env_key, eval_key, key = jax.random.split(key, 4)
@@ -150,7 +144,7 @@ class Loop:
         skip = lambda s: (s, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), learn_shape))
         seeds, learn_info = jax.lax.cond(ready, learn, skip, seeds)
 
-        learned = jnp.broadcast_to(ready, (ts.seeds.key.shape[0],))
+        learned = jnp.broadcast_to(ready, (self.cfg.num_seeds,))
         metrics = {**info, **learn_info, "check/learned": learned}
         it = ts.iteration + 1
         return TrainState(seeds=seeds, iteration=it), metrics

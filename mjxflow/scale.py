@@ -28,8 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
+import jax.numpy as jnp
+import numpy as np
+
+from mjxflow import replay as replay_lib
 from mjxflow.config import TrainConfig
+from mjxflow.envs.wrappers import Transition
 
 # Per env: env steps per seed of a full run, episode length, and the observation and action sizes
 # (so that a config resolves without building an env; tests/test_scale.py checks them against the
@@ -81,14 +87,17 @@ def auto_replay_size(num_envs: int, bytes_per_transition: int, gib_per_seed: flo
     return max(num_envs, min(max(MIN_AUTO_REPLAY, REPLAY_ITERATIONS * num_envs), cap))
 
 
+def transition_example(obs_size: int, action_size: int, zeros: Callable = jnp.zeros) -> Transition:
+    """One stored transition of zeros (float32 obs, action, reward, next obs, termination flag);
+    `zeros=np.zeros` builds it without touching a device."""
+    obs = zeros((obs_size,), jnp.float32)
+    return Transition(obs=obs, action=zeros((action_size,), jnp.float32), reward=zeros((), jnp.float32),
+                      next_obs=obs, terminated=zeros((), jnp.float32))
+
+
 def transition_bytes(obs_size: int, action_size: int) -> int:
-    """float32 obs, next_obs, action, reward and termination flag."""
-    return 4 * (2 * obs_size + action_size + 2)
-
-
-def iterations(cfg: TrainConfig) -> int:
-    """Loop iterations per seed: exactly ceil(total_steps / num_envs)."""
-    return -(-cfg.total_steps // cfg.num_envs)
+    """Bytes of one stored transition (from shapes alone)."""
+    return replay_lib.bytes_per_item(transition_example(obs_size, action_size, np.zeros))
 
 
 def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | None = None) -> TrainConfig:
@@ -103,7 +112,7 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
         total_steps=cfg.total_steps if cfg.total_steps is not None else preset.total_steps,
         episode_length=cfg.episode_length if cfg.episode_length is not None else preset.episode_length,
     )
-    iters = iterations(cfg)
+    iters = cfg.iterations
     batch = cfg.batch_size if cfg.batch_size is not None else auto_batch_size(n)
     updates = cfg.updates_per_iter if cfg.updates_per_iter is not None else max(1, round(sample_reuse_target(n) * n / batch))
     replay = (cfg.replay_size if cfg.replay_size is not None
@@ -145,7 +154,7 @@ class Schedule:
 
 
 def schedule(cfg: TrainConfig) -> Schedule:
-    total = iterations(cfg)
+    total = cfg.iterations
     evals = spread(cfg.num_evals, total)
     grid = range(cfg.chunk_iters, total + 1, cfg.chunk_iters)
     stops = sorted(set(grid) | set(evals) | {total})

@@ -110,9 +110,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     Options of an agent other than the chosen one are an error."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse(TrainConfig, argv)
-    if cfg.resume is None:
-        check_agent_flags(cfg.agent, argv)
-        return cfg
+    if cfg.resume is not None:
+        cfg = _with_saved_config(cfg, argv)
+    check_agent_flags(cfg.agent, argv)
+    return cfg
+
+
+def _with_saved_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
+    """The resumed run's saved config with the flags given applied; ConfigError when they change
+    anything but RESUMABLE_CHANGES."""
     path = os.path.join(cfg.resume, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"--resume {cfg.resume!r} is not a run directory (no config.json)")
@@ -123,7 +129,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if changed:
         raise ConfigError(f"cannot resume {cfg.resume}: these settings differ from the run's ({'; '.join(changed)}); "
                           f"only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite', 'restart'}))} may change")
-    check_agent_flags(cfg.agent, argv)
     return cfg
 
 
@@ -219,24 +224,20 @@ class StopSignals:
 
 # ---- setup -----------------------------------------------------------------------------------------
 
-def resolve_config(cfg: TrainConfig) -> tuple[Loop, dict]:
-    """Validate, build the env and agent, fill in the auto options; returns the loop (whose cfg is
-    the resolved config) and the derived figures. Compiles nothing."""
-    validate(cfg)
-    loop = build_loop(cfg)
-    validate_resolved(loop.cfg)
-    return loop, derived(loop.cfg, loop.env.obs_size, loop.env.action_size)
-
-
-def print_config(cfg: TrainConfig) -> None:
-    """--print-config: the resolved config and its derived figures as JSON (as in config.json).
-    Builds no env (the sizes come from the env's preset) and compiles nothing."""
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Validate, fill in the auto options (the env's sizes come from its preset, so no env is
+    built) and check the result. Compiles nothing."""
     validate(cfg)
     cfg = resolve(cfg)
     validate_resolved(cfg)
-    figures = derived(cfg)
+    return cfg
+
+
+def print_config(cfg: TrainConfig) -> None:
+    """--print-config: the resolved config and its derived figures as JSON (as in config.json)."""
+    cfg = resolve_config(cfg)
     data = to_dict(dataclasses.replace(cfg, print_config=False))
-    print(json.dumps({**data, "derived": figures}, indent=2))
+    print(json.dumps({**data, "derived": derived(cfg)}, indent=2))
 
 
 @dataclass
@@ -256,8 +257,9 @@ class Run:
 def open_run(cfg: TrainConfig, log) -> Run:
     """Resolve and check the config, restore or initialise the state, prepare the run directory.
     Everything that can reject the input happens before the run directory is touched."""
-    loop, figures = resolve_config(cfg)
-    cfg = loop.cfg
+    cfg = resolve_config(cfg)
+    loop = build_loop(cfg)  # builds the env and agent; the config is resolved already
+    figures = derived(cfg, loop.env.obs_size, loop.env.action_size)
     check_memory(cfg, loop)
     enable_compile_cache(cfg.compile_cache)
     restored = None
@@ -325,11 +327,11 @@ def with_evaluation(metrics: dict, returns: np.ndarray | None) -> dict:
     return {**metrics, "eval/return": evals, "check/evaluated": evaluated}
 
 
-def stop_on_nonfinite(run: Run, bad: dict, what: str = "") -> None:
+def stop_on_nonfinite(run: Run, bad: dict) -> None:
     good = run.mngr.latest_step()
     run.mngr.close()
     kept = f"the last good checkpoint ({good:,} env steps) is kept" if good is not None else "no checkpoint was saved yet"
-    raise TrainingStopped(f"non-finite values ({describe(bad)}){what}; this state was not saved, {kept}; "
+    raise TrainingStopped(f"non-finite values ({describe(bad)}); this state was not saved, {kept}; "
                           f"run directory {run.run_dir}")
 
 
@@ -389,7 +391,7 @@ def drive(run: Run, log, timings: Timings) -> str | None:
             run.best = np.fmax(run.best, run.last_eval)
             progress.update(iteration * cfg.num_envs, run.last_eval)
             interrupted = stop.received
-            if end in sched.checkpoints or end == sched.total or interrupted:
+            if end in sched.checkpoints or interrupted:  # the schedule's last checkpoint is the end
                 with timings("checkpointing"):
                     checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay)
             if interrupted:
