@@ -21,16 +21,21 @@ AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
 
 @dataclass(frozen=True)
 class CriticConfig:
-    """The twin Q critic shared by every agent."""
+    """The Q ensemble shared by every agent (clipped double Q by default)."""
 
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of each Q network."""
+    num_q: int = 2
+    """Q networks in the ensemble; targets and the actor use the minimum over all of them."""
+    layer_norm: bool = False
+    """LayerNorm after each hidden Dense layer of the Q networks (before the ReLU)."""
     lr: float = 3e-4
     """Adam learning rate of the critics."""
     gamma: float = 0.99
     """Discount factor."""
-    tau: float = 0.005
-    """Polyak rate of the target critics (target <- tau * online + (1 - tau) * target)."""
+    tau: float | None = None
+    """Polyak rate of the target critics (target <- tau * online + (1 - tau) * target); auto:
+    0.005 x batch_size / 256 within [0.005, 0.1] (mjxflow.scale)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,9 @@ class SMFPConfig:
     """Weight of the mirror-descent MeanFlow regression in the actor loss (0 turns it off)."""
     num_particles: int = 16
     """Particles per state drawn from the old policy for the mirror-descent step."""
+    md_samples: int = 0
+    """0: regress every particle with its weight. M > 0: regress only M particles per state, drawn
+    in proportion to their weights (same expected loss, M / num_particles of the regression cost)."""
     weights: str = "linear"
     """Particle weights: linear, truncated (Q - V)+; or exp, softmax(Q / md_lambda) as in FPMD."""
     md_baseline: str = "mean"
@@ -136,8 +144,9 @@ class FPMDConfig:
     """Std of the Gaussian exploration noise added to training actions, at the start ..."""
     explore_std_end: float = 0.05
     """... and after explore_decay_updates gradient updates (linear schedule)."""
-    explore_decay_updates: int = 50_000
-    """Updates over which the exploration std decays."""
+    explore_decay_updates: int | None = None
+    """Updates over which the exploration std decays; auto: the first half of the run's gradient
+    updates, at most 50,000 (mjxflow.scale)."""
     times: FlowTimeConfig = field(default_factory=FlowTimeConfig)
     """(r, t) sampling of FPMD-M's MeanFlow regression (FPMD-R draws t ~ U[0, 1])."""
 
@@ -310,9 +319,10 @@ def check_times(prefix: str, cfg: FlowTimeConfig) -> None:
 
 def check_critic(cfg: CriticConfig) -> None:
     _widths("critic.hidden", cfg.hidden)
+    _require(cfg.num_q >= 1, "critic.num_q", cfg.num_q, ">= 1")
     _positive("critic", cfg, "lr")
     _require(0.0 <= cfg.gamma < 1.0, "critic.gamma", cfg.gamma, "in [0, 1)")
-    _require(0.0 < cfg.tau <= 1.0, "critic.tau", cfg.tau, "in (0, 1]")
+    _require(cfg.tau is None or 0.0 < cfg.tau <= 1.0, "critic.tau", cfg.tau, "in (0, 1]")
 
 
 def check_sac(cfg: SACConfig) -> None:
@@ -332,6 +342,7 @@ def check_smfp(cfg: SMFPConfig) -> None:
     _require(cfg.beta_md >= 0, "smfp.beta_md", cfg.beta_md, ">= 0 (0 turns the mirror-descent term off)")
     _require(cfg.num_particles >= 2, "smfp.num_particles", cfg.num_particles,
              ">= 2 (the weights compare particles of the same state)")
+    _require(cfg.md_samples >= 0, "smfp.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
     _require(cfg.md_period >= 1, "smfp.md_period", cfg.md_period, ">= 1")
     _require(0.0 < cfg.old_tau <= 1.0, "smfp.old_tau", cfg.old_tau, "in (0, 1]")
     check_times("smfp", cfg.times)
@@ -343,7 +354,7 @@ def check_fpmd(cfg: FPMDConfig) -> None:
     _require(cfg.num_particles >= 2, "fpmd.num_particles", cfg.num_particles,
              ">= 2 (the weights compare particles of the same state)")
     for name in ("explore_std_start", "explore_std_end", "explore_decay_updates"):
-        _require(getattr(cfg, name) >= 0, f"fpmd.{name}", getattr(cfg, name), ">= 0")
+        _require(getattr(cfg, name) is None or getattr(cfg, name) >= 0, f"fpmd.{name}", getattr(cfg, name), ">= 0")
     check_times("fpmd", cfg.times)
 
 

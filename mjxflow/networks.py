@@ -1,4 +1,4 @@
-"""Networks: MLP, the twin critic as one ensemble parameter tree, and the Gaussian actor head."""
+"""Networks: MLP, the critic ensemble as one parameter tree, and the Gaussian actor head."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ import jax.numpy as jnp
 
 
 class MLP(nn.Module):
+    """Dense layers with ReLU; `layer_norm` puts a LayerNorm between each hidden Dense and its ReLU."""
+
     hidden: Sequence[int]
     out: int
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = nn.relu(x)
         return nn.Dense(self.out)(x)
 
 
@@ -25,13 +31,14 @@ class EnsembleQ(nn.Module):
 
     hidden: Sequence[int]
     num: int = 2
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         ensemble = nn.vmap(
             MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0, axis_size=self.num
         )
-        q = ensemble(self.hidden, 1)(jnp.concatenate([obs, action], axis=-1))
+        q = ensemble(self.hidden, 1, self.layer_norm)(jnp.concatenate([obs, action], axis=-1))
         return q[..., 0]  # (num, batch)
 
 

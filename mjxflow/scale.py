@@ -16,12 +16,21 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | eval_episodes     | n / 32, clipped to [10, 128]                            | 10       | 32         | 128        |
 | chunk_iters       | ceil(iterations / 200), at most 1,000                   |          |            |            |
 | num_checkpoints   | 5 (at most one per iteration)                           |          |            |            |
+| critic.tau        | 0.005 batch / 256, clipped to [0.005, 0.1]              | 0.005    | 0.04       | 0.1        |
+| fpmd.explore_     | half the run's gradient updates, at most 50,000         |          |            |            |
+|   decay_updates   |                                                         |          |            |            |
 
 They follow published massively parallel off-policy recipes: FastSAC (4,096 envs, batch 8,192,
 8 updates per iteration: reuse 16, replay 1,024 steps per env), FastTD3 (1,024 envs, reuse 64,
 10,240 steps per env) and brax's SAC (128 envs, batch 512); at 16 envs they give this project's
 long-standing CPU defaults. Sample reuse = batch x updates per iteration / n is how many times each
 transition is drawn on average; `derived` reports it with the other figures of a run.
+
+Schedules counted in gradient updates do not transfer across scale: a run of 4,096 envs makes
+~30x fewer updates per env step than one of 16. The target critics' rate grows with the batch (a
+larger batch is a less noisy step, as FastTD3's tau 0.1 at batch 32,768), so that value propagates
+through bootstrapping within the run's few thousand updates; FPMD's exploration noise decays over a
+share of the run rather than a fixed count.
 """
 
 from __future__ import annotations
@@ -72,6 +81,16 @@ DEFAULT_NUM_EVALS = 20
 DEFAULT_NUM_CHECKPOINTS = 5
 REPLAY_ITERATIONS = 1024  # auto replay capacity, in iterations of num_envs transitions
 MIN_AUTO_REPLAY = 100_000
+BASE_TAU, MAX_TAU, BASE_BATCH = 0.005, 0.1, 256
+MAX_EXPLORE_DECAY = 50_000
+
+
+def auto_tau(batch_size: int) -> float:
+    return min(MAX_TAU, max(BASE_TAU, BASE_TAU * batch_size / BASE_BATCH))
+
+
+def auto_explore_decay(total_updates: int) -> int:
+    return max(1, min(MAX_EXPLORE_DECAY, total_updates // 2))
 
 
 def sample_reuse_target(num_envs: int) -> float:
@@ -118,8 +137,14 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     replay = (cfg.replay_size if cfg.replay_size is not None
               else auto_replay_size(n, transition_bytes(obs_size, action_size), cfg.replay_gib_per_seed))
     min_replay = cfg.min_replay if cfg.min_replay is not None else min(replay, max(2000, batch, 10 * n))
+    critic = cfg.critic if cfg.critic.tau is not None else dataclasses.replace(cfg.critic, tau=auto_tau(batch))
+    fpmd = cfg.fpmd
+    if fpmd.explore_decay_updates is None:
+        fpmd = dataclasses.replace(fpmd, explore_decay_updates=auto_explore_decay(iters * updates))
     return dataclasses.replace(
         cfg,
+        critic=critic,
+        fpmd=fpmd,
         batch_size=batch,
         updates_per_iter=updates,
         replay_size=replay,

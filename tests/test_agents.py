@@ -56,7 +56,7 @@ def test_td_target_closed_form_and_truncation():
     next_action, next_logp, alpha = jnp.full((2, 1), 0.3), jnp.array([-1.0, 0.5]), jnp.asarray(0.2)
     q_next = np.asarray(critic.q(state.target_params, jnp.ones((2, 3)), next_action))
     soft_v = q_next.min(axis=0) - 0.2 * np.array([-1.0, 0.5])
-    y = critic.td_target(state, make_batch([0.0, 1.0]), next_action, next_logp, alpha)
+    y = critic.td_target(state, make_batch([0.0, 1.0]), next_action, -alpha * next_logp)
     np.testing.assert_allclose(y, [1.0 + 0.9 * soft_v[0], 2.0], rtol=1e-6)
 
 
@@ -83,9 +83,9 @@ def test_critic_update_is_adam_step_then_polyak():
     state = critic.init(jax.random.PRNGKey(0))
     state = state.replace(target_params=jax.tree.map(lambda p: p + 1.0, state.params))
     batch = make_batch([0.0, 0.0])
-    na, nl = jnp.zeros((2, 1)), jnp.zeros(2)
-    new, info = critic.update(state, batch, na, nl, jnp.asarray(0.0))
-    target = critic.td_target(state, batch, na, nl, jnp.asarray(0.0))
+    na, bonus = jnp.zeros((2, 1)), jnp.array([0.3, -0.2])
+    new, info = critic.update(state, batch, na, bonus)
+    target = critic.td_target(state, batch, na, bonus)
     grads = jax.grad(lambda p: critic.loss(p, batch, target)[0])(state.params)
     updates, _ = optax.adam(1e-2).update(grads, optax.adam(1e-2).init(state.params), state.params)
     expected = optax.apply_updates(state.params, updates)
@@ -102,3 +102,26 @@ def test_twin_critics_are_independent():
     state = critic.init(jax.random.PRNGKey(0))
     q = critic.q(state.params, jnp.ones((4, 3)), jnp.ones((4, 1)))
     assert q.shape == (2, 4) and not np.allclose(q[0], q[1])
+
+
+def test_critic_ensemble_size_and_layer_norm():
+    """--critic.num-q sets the members (the min is over all of them) and --critic.layer-norm puts a
+    LayerNorm (scale and bias) after every hidden layer of each member."""
+    obs, action = jax.random.normal(jax.random.PRNGKey(1), (5, 3)), jnp.full((5, 1), 0.2)
+    critic = Critic(CriticConfig(hidden=(8, 8), num_q=3, layer_norm=True), 3, 1)
+    params = critic.init(jax.random.PRNGKey(0)).params
+    q = np.asarray(critic.q(params, obs, action))
+    assert q.shape == (3, 5)
+    np.testing.assert_allclose(critic.min_q(params, obs, action), q.min(axis=0))
+    inner = params["params"]["VmapMLP_0"]
+    assert sorted(k for k in inner if k.startswith("LayerNorm")) == ["LayerNorm_0", "LayerNorm_1"]
+    assert inner["LayerNorm_0"]["scale"].shape == (3, 8)
+    # the hidden activations are normalised: shifting an input feature by a huge constant leaves
+    # LayerNorm's output (and so Q) bounded, unlike the plain MLP
+    plain = Critic(CriticConfig(hidden=(8, 8), num_q=3), 3, 1)
+    plain_params = plain.init(jax.random.PRNGKey(0)).params
+    big = obs.at[:, 0].add(1e4)
+    assert np.abs(np.asarray(critic.q(params, big, action))).max() < 100
+    assert np.abs(np.asarray(plain.q(plain_params, big, action))).max() > 100
+    with pytest.raises(ValueError, match="--critic.num-q must be >= 1"):
+        Critic(CriticConfig(num_q=0), 3, 1)

@@ -276,6 +276,55 @@ def test_md_particles_come_from_the_old_policy_and_q_from_the_critic():
     np.testing.assert_allclose(terms.q, agent.critic.min_q(state.critic.params, obs_n, from_old.action), rtol=1e-6)
 
 
+def test_resampled_particles_are_an_unbiased_estimate_of_the_weighted_sum():
+    """resample(M): E[sum_i w'_i f(x'_i)] = sum_j w_j f(x_j) for any f; only particles with weight
+    are drawn; a state whose weights are all zero keeps total weight zero."""
+    from mjxflow.agents.generative import resample
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 3, 2))
+    w = jnp.array([[0.2, 0.0, 0.0], [0.0, 0.0, 0.0], [1.2, 0.5, 0.0], [0.6, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.3, 0.0]])
+    q = jnp.arange(18.0).reshape(6, 3)
+    f = jnp.sum(x**2, -1) + jnp.sin(q)  # any function of the particle
+    full = jnp.sum(w * f, axis=0)
+
+    def estimate(key):
+        xs, qs, ws = resample(key, x, q, w, 2)
+        return jnp.sum(ws * (jnp.sum(xs**2, -1) + jnp.sin(qs)), axis=0), qs, ws
+
+    est, qs, ws = jax.vmap(estimate)(jax.random.split(jax.random.PRNGKey(1), 20000))
+    se = est.std(0) / np.sqrt(len(est))
+    assert np.all(np.abs(est.mean(0) - full) <= 4 * se + 1e-6), (est.mean(0), full, se)
+    assert est.std(0)[0] > 0.1  # a real estimate, not the sum itself
+    drawn = np.asarray(qs)[:, :, :2].astype(int)  # states 0 and 1: the indices drawn (q = 3 j + b)
+    assert set(np.unique(drawn[..., 0] // 3)) == {0, 2, 3} and set(np.unique(drawn[..., 1] // 3)) == {2, 4, 5}
+    np.testing.assert_allclose(ws[0], [[1.0, 0.5, 0.0]] * 2)  # sum_j w_j / M (weights need not sum to 1)
+
+
+def test_smfp_md_samples_gives_the_full_weighted_loss_in_expectation():
+    """--smfp.md-samples M regresses M of the N particles: averaged over keys its loss equals the full
+    weighted loss (a tolerance of a few standard errors), and its gradient points the same way."""
+    full_agent, sampled_agent = smfp(), smfp(md_samples=2)
+    state = trained_actor(full_agent)
+    state = state.replace(old_params=full_agent.init(jax.random.PRNGKey(9)).actor_params)
+    keys = jax.random.split(jax.random.PRNGKey(3), 3000)
+
+    def losses(agent):
+        loss = lambda k: agent.md_loss(state.actor_params, state.old_params, state.critic.params, OBS, k)[0]
+        return np.asarray(jax.jit(jax.vmap(loss))(keys))
+
+    full, sampled = losses(full_agent), losses(sampled_agent)
+    se = np.sqrt(full.var() / len(full) + sampled.var() / len(sampled))
+    assert abs(full.mean() - sampled.mean()) < 4 * se, (full.mean(), sampled.mean(), se)
+    assert sampled.std() > full.std()  # it is an estimate with its own noise, not the same sum
+    grad = lambda agent: jax.jit(jax.vmap(jax.grad(
+        lambda p, k: agent.md_loss(p, state.old_params, state.critic.params, OBS, k)[0]), in_axes=(None, 0)))
+    g_full = jax.tree.map(lambda g: g.mean(0), grad(full_agent)(state.actor_params, keys[:500]))
+    g_samp = jax.tree.map(lambda g: g.mean(0), grad(sampled_agent)(state.actor_params, keys[:500]))
+    flat = lambda g: np.concatenate([np.ravel(a) for a in jax.tree.leaves(g)])
+    cos = flat(g_full) @ flat(g_samp) / np.linalg.norm(flat(g_full)) / np.linalg.norm(flat(g_samp))
+    assert cos > 0.9, cos
+
+
 @pytest.mark.parametrize("dist, frac", [("logit_normal", 1.0), ("uniform", 0.25)])
 def test_md_times_follow_the_configured_sampler(dist, frac):
     agent = make_agent(dataclasses.replace(tiny_config(agent="smfp"), critic=CriticConfig(hidden=(16,)), smfp=SMFPConfig(

@@ -36,16 +36,25 @@ def test_every_env_has_a_preset_with_its_true_sizes():
         assert (scale.PRESETS[name].obs_size, scale.PRESETS[name].action_size) == (env.obs_size, env.action_size), name
 
 
-@pytest.mark.parametrize("n, batch, updates, replay, min_replay, episodes", [
-    (16, 256, 4, 100_000, 2_000, 10),
-    (1024, 2048, 8, 1_048_576, 10_240, 32),
-    (4096, 8192, 8, 4_194_304, 40_960, 128),
+@pytest.mark.parametrize("n, batch, updates, replay, min_replay, episodes, tau, decay", [
+    (16, 256, 4, 100_000, 2_000, 10, 0.005, 50_000),
+    (1024, 2048, 8, 1_048_576, 10_240, 32, 0.04, 39_064),  # 9,766 iterations x 8 updates / 2
+    (4096, 8192, 8, 4_194_304, 40_960, 128, 0.1, 9_768),
 ])
-def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay, episodes):
+def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay, episodes, tau, decay):
     cfg = scale.resolve(TrainConfig(env="ant", num_envs=n), obs_size=27, action_size=8)
     assert (cfg.batch_size, cfg.updates_per_iter, cfg.replay_size, cfg.min_replay, cfg.eval_episodes) == \
         (batch, updates, replay, min_replay, episodes)
     assert (cfg.total_steps, cfg.episode_length, cfg.num_evals) == (10_000_000, 1000, 20)
+    assert cfg.critic.tau == pytest.approx(tau) and cfg.fpmd.explore_decay_updates == decay
+
+
+def test_explicit_nested_options_win():
+    from mjxflow.config import CriticConfig, FPMDConfig
+
+    cfg = scale.resolve(TrainConfig(env="ant", num_envs=4096, critic=CriticConfig(tau=0.02),
+                                    fpmd=FPMDConfig(explore_decay_updates=7)), 27, 8)
+    assert cfg.critic.tau == 0.02 and cfg.fpmd.explore_decay_updates == 7
 
 
 def test_explicit_options_win_and_the_rest_follow_them():

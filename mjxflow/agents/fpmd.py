@@ -23,6 +23,7 @@ from mjxflow.agents.base import Batch
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.generative import best_of_n, exp_weights, repeat
 from mjxflow.config import CriticConfig, FPMDConfig, check_fpmd
+from mjxflow.scale import MAX_EXPLORE_DECAY
 from mjxflow.networks import FlowActor
 
 
@@ -75,7 +76,8 @@ class FPMD:
 
     def explore_std(self, updates: jax.Array) -> jax.Array:
         cfg = self.cfg
-        frac = jnp.clip(updates / max(cfg.explore_decay_updates, 1), 0.0, 1.0)
+        decay = MAX_EXPLORE_DECAY if cfg.explore_decay_updates is None else cfg.explore_decay_updates  # auto: mjxflow.scale
+        frac = jnp.clip(updates / max(decay, 1), 0.0, 1.0)
         return cfg.explore_std_start + frac * (cfg.explore_std_end - cfg.explore_std_start)
 
     def particles(self, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -121,8 +123,7 @@ class FPMD:
     def update(self, state: FPMDState, batch: Batch, key: jax.Array) -> tuple[FPMDState, dict]:
         next_key, actor_key = jax.random.split(key)
         next_action = self.sample_x(state.actor_params, batch.next_obs, next_key, self.train_steps)
-        no_entropy = jnp.zeros(batch.reward.shape)
-        critic, critic_info = self.critic.update(state.critic, batch, next_action, no_entropy, jnp.zeros(()))
+        critic, critic_info = self.critic.update(state.critic, batch, next_action, 0.0)
         state = state.replace(critic=critic)
         grads, info = jax.grad(self.actor_loss, has_aux=True)(state.actor_params, state, batch.obs, actor_key)
         updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)

@@ -28,6 +28,18 @@ def linear_weights(q: jax.Array, baseline: str = "mean", eps: float = 1e-8) -> j
     raise ValueError(f"unknown md_baseline {baseline!r}; valid: mean, max")
 
 
+def resample(key: jax.Array, x: jax.Array, q: jax.Array, w: jax.Array, m: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Draw m of the N particles per state (axis 0) with replacement, with probability w_j / sum_j
+    w_j, and give each the weight sum_j w_j / m, so that for any per-particle loss f
+    E[sum_i w'_i f(x'_i)] = sum_j w_j f(x_j). x (N, B, d), q and w (N, B) -> (m, B, d), (m, B), (m, B).
+    A state whose weights are all zero keeps total weight zero."""
+    total = jnp.sum(w, axis=0)  # (B,)
+    logits = jnp.log(jnp.where(total > 0, w, 1.0)).T  # (B, N); all-zero rows: uniform, weight 0
+    idx = jax.random.categorical(key, logits, axis=-1, shape=(m, w.shape[1]))  # (m, B)
+    pick = lambda a: jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=0)
+    return pick(x), pick(q), jnp.broadcast_to(total / m, idx.shape)
+
+
 def best_of_n(actions: jax.Array, q: jax.Array) -> jax.Array:
     """For each state the particle with the highest Q: actions (N, B, d), q (N, B) -> (B, d)."""
     idx = jnp.argmax(q, axis=0)

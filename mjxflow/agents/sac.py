@@ -75,7 +75,7 @@ class SAC:
         alpha = jnp.exp(state.log_alpha)
 
         next_action, next_logp = self.sample(state.actor_params, batch.next_obs, next_key)
-        critic, critic_info = self.critic.update(state.critic, batch, next_action, next_logp, alpha)
+        critic, critic_info = self.critic.update(state.critic, batch, next_action, -alpha * next_logp)
 
         grads, (logp, actor_info) = jax.grad(self.actor_loss, has_aux=True)(
             state.actor_params, critic.params, batch.obs, alpha, actor_key

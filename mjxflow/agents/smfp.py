@@ -18,7 +18,7 @@ from mjxflow import flows
 from mjxflow.agents.base import Batch
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.temperature import temperature_step
-from mjxflow.agents.generative import exp_weights, linear_weights, repeat
+from mjxflow.agents.generative import exp_weights, linear_weights, repeat, resample
 from mjxflow.config import CriticConfig, SMFPConfig, check_smfp
 from mjxflow.distributions import gaussian_log_prob, tanh_log_det
 from mjxflow.networks import FlowActor
@@ -41,9 +41,9 @@ class Sample(struct.PyTreeNode):
 
 
 class MDTerms(struct.PyTreeNode):
-    """Per particle j and state b, shape (N, B): the old-policy particle x (pre-squash, with a
-    trailing action axis), its min Q, its weight, the times (r, t) of its regression pair and the
-    squared error of u against the MeanFlow target."""
+    """Per regressed particle j and state b, shape (N, B) (or (M, B) with md_samples M): the
+    old-policy particle x (pre-squash, with a trailing action axis), its min Q, its weight, the
+    times (r, t) of its regression pair and the squared error of u against the MeanFlow target."""
 
     x: jax.Array
     q: jax.Array
@@ -120,8 +120,14 @@ class SMFP:
         return self.sample(state.actor_params, obs, key).action
 
     def md_terms(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> MDTerms:
-        """The pieces of the mirror-descent regression: N old-policy particles per state, their
-        weights, each paired with fresh noise e' at times (r, t) (ALGORITHMS.md, SMFP step 3)."""
+        """The pieces of the mirror-descent regression: N old-policy particles per state and their
+        weights, each regressed particle paired with fresh noise e' at times (r, t) (ALGORITHMS.md,
+        SMFP step 3).
+
+        With md_samples = M > 0 only M particles per state are regressed: drawn with replacement in
+        proportion to their weights, each weighted sum_j w_j / M. The expected loss equals the full
+        weighted sum over the N particles (an unbiased estimate) at M / N of the regression cost.
+        """
         cfg = self.cfg
         particle_key, noise_key, time_key = jax.random.split(key, 3)
         obs_n = repeat(obs, cfg.num_particles)
@@ -129,6 +135,9 @@ class SMFP:
         x = jax.lax.stop_gradient(particles.x)
         q = jax.lax.stop_gradient(self.critic.min_q(critic_params, obs_n, particles.action))  # (N, B)
         w = exp_weights(q, cfg.md_lambda) if cfg.weights == "exp" else linear_weights(q, cfg.md_baseline)
+        if cfg.md_samples > 0:
+            x, q, w = resample(jax.random.fold_in(key, 1), x, q, w, cfg.md_samples)
+            obs_n = repeat(obs, cfg.md_samples)
         e = jax.random.normal(noise_key, x.shape)
         r, t = flows.sample_rt(time_key, q.shape, cfg.times.dist, cfg.times.mu, cfg.times.sigma, cfg.times.frac_r_neq_t)
         z, v = flows.interpolate(x, e, t)
@@ -166,7 +175,7 @@ class SMFP:
     def update(self, state: SMFPState, batch: Batch, key: jax.Array) -> tuple[SMFPState, dict]:
         next_key, actor_key = jax.random.split(key)
         nxt = self.sample(state.actor_params, batch.next_obs, next_key)
-        critic, critic_info = self.critic.update(state.critic, batch, nxt.action, nxt.logp, self.alpha(state))
+        critic, critic_info = self.critic.update(state.critic, batch, nxt.action, -self.alpha(state) * nxt.logp)
 
         grads, (logp, actor_info) = jax.grad(self.actor_loss, has_aux=True)(state.actor_params, state, critic.params, batch.obs, actor_key)
         updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
