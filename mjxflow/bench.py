@@ -14,6 +14,9 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
            few iterations: env steps/s, updates/s, one evaluation's time and its share of a whole
            run (all its evaluations against all its iterations), and peak memory (the device's
            peak_bytes_in_use where it reports one, else the process's peak resident memory).
+- update:  one jitted gradient update (critic, actor and temperature: the agent's whole `update`)
+           per agent and --batch-size, on a random batch after compilation, median of repeats, and
+           its ratio to SAC's at the same batch, measured in the same run (not in the default set).
 - peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
            and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
            a second virtual environment (peer_venv, created on first use from
@@ -43,7 +46,7 @@ from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, make_env
 
-MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline")
+MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update")
 DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
 
 
@@ -66,8 +69,8 @@ class BenchConfig:
     full auto-scaled training config of each --num-envs and agent (as `mjxflow.train` would: its
     batch, updates, replay, evaluation episodes and seeds; --batch-size, --updates-per-iter and
     --hidden do not apply) for --iters x --repeats timed iterations and one evaluation."""
-    batch_size: int = 256
-    """Minibatch size of each gradient update."""
+    batch_size: tuple[int, ...] = (256,)
+    """Minibatch sizes: the update table measures each; the other tables use the first."""
     updates_per_iter: int = 4
     """Gradient updates per iteration."""
     iters: int = 20
@@ -106,21 +109,21 @@ def validate(cfg: BenchConfig) -> None:
     for m in cfg.measure:
         if m not in MEASURES:
             raise ConfigError(f"unknown measure {m!r}; valid: {', '.join(MEASURES)}")
-    for name in ("num_envs", "seeds", "latency_batch"):
+    for name in ("num_envs", "seeds", "latency_batch", "batch_size"):
         values = getattr(cfg, name)
         if not values or any(v <= 0 for v in values):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive integers, got {values}")
-    for name in ("batch_size", "updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps", "latency_steps"):
+    for name in ("updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps", "latency_steps"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
 
 
 def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1) -> TrainConfig:
     """A run whose replay is past its minimum fill after one chunk and that never evaluates."""
-    base = TrainConfig()
+    base, batch = TrainConfig(), cfg.batch_size[0]
     return dataclasses.replace(
-        base, env=cfg.env, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=cfg.batch_size,
-        updates_per_iter=cfg.updates_per_iter, min_replay=max(cfg.batch_size, num_envs),
+        base, env=cfg.env, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=batch,
+        updates_per_iter=cfg.updates_per_iter, min_replay=max(batch, num_envs),
         replay_size=max(10_000, 4 * cfg.iters * num_envs), total_steps=10**9,
         critic=dataclasses.replace(base.critic, hidden=cfg.hidden),
         sac=dataclasses.replace(base.sac, actor_hidden=cfg.hidden),
@@ -304,6 +307,50 @@ def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None 
             "ms_min": 1e3 * float(np.min(times)), "ms_max": 1e3 * float(np.max(times))}
 
 
+def measure_update(cfg: BenchConfig, agent: str, batch: int) -> tuple[float, float, float]:
+    """Seconds (median, min, max) of one jitted `update` (critic, actor, temperature) of `agent` on
+    a random batch of `batch` transitions of the env's sizes, each call on the state the last one
+    returned."""
+    from mjxflow.envs import Transition
+
+    env = make_env(cfg.env)
+    ag = make_agent(train_config(cfg, agent, 1), env.obs_size, env.action_size)
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    data = Transition(
+        obs=jax.random.normal(k[0], (batch, env.obs_size)), action=jax.random.uniform(k[1], (batch, env.action_size), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (batch,)), next_obs=jax.random.normal(k[3], (batch, env.obs_size)), terminated=jnp.zeros(batch),
+    )
+    step = jax.jit(lambda st, i: ag.update(st, data, jax.random.fold_in(k[0], i)))
+    count = iter(range(10**9))
+    run = Stateful(lambda st: step(st, next(count)), jax.block_until_ready(step(ag.init(jax.random.PRNGKey(1)), -1))[0])
+    times = time_calls(run, max(5, cfg.repeats))
+    return float(np.median(times)), float(np.min(times)), float(np.max(times))
+
+
+def measure_updates(cfg: BenchConfig, log=print) -> list[dict]:
+    """measure_update for every agent and batch size, SAC first (measured even when not asked for:
+    it is the reference of the ratio)."""
+    agents = ("sac",) + tuple(a for a in cfg.agents if a != "sac")
+    rows = []
+    for batch in cfg.batch_size:
+        sac_s = None
+        for a in agents:
+            log(f"  timing one update of {a} at batch {batch} ...", flush=True)
+            med, lo, hi = measure_update(cfg, a, batch)
+            sac_s = med if a == "sac" else sac_s
+            rows.append({"agent": a, "batch_size": batch, "seconds": med, "seconds_min": lo, "seconds_max": hi,
+                         "ratio_to_sac": med / sac_s})
+    return rows
+
+
+def update_table(rows: list[dict]) -> str:
+    lines = ["| agent | batch | ms per update (min-max) | / SAC |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['agent']} | {r['batch_size']} | {1e3 * r['seconds']:.1f} ({1e3 * r['seconds_min']:.1f}-"
+                     f"{1e3 * r['seconds_max']:.1f}) | {r['ratio_to_sac']:.2f} |")
+    return "\n".join(lines)
+
+
 def _fmt_rate(s: dict) -> str:
     return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
@@ -375,7 +422,7 @@ def measure_peer(cfg: BenchConfig, ours: list[dict], log=print) -> list[dict]:
     for n in cfg.num_envs:
         mine = next((r for r in ours if r["agent"] == "sac" and r["num_envs"] == n), None) or measure_training(cfg, "sac", n)
         cmd = [python, os.path.join(PEER_DIR, "brax_sac.py"), "--env", cfg.env, "--num-envs", str(n),
-               "--batch-size", str(cfg.batch_size), "--updates-per-iter", str(cfg.updates_per_iter),
+               "--batch-size", str(cfg.batch_size[0]), "--updates-per-iter", str(cfg.updates_per_iter),
                "--iters", str(cfg.iters), "--repeats", str(cfg.repeats), "--hidden", *map(str, cfg.hidden)]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         try:
@@ -417,7 +464,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         sections.append(text)
         log(text)
 
-    log(f"mjxflow bench: {cfg.env} | num_envs {list(cfg.num_envs)} | batch {cfg.batch_size} | "
+    log(f"mjxflow bench: {cfg.env} | num_envs {list(cfg.num_envs)} | batch {list(cfg.batch_size)} | "
         f"{cfg.updates_per_iter} updates/iter | {cfg.iters} iterations x {cfg.repeats} repeats | {result['machine']['device']}")
     train_rows: list[dict] = []
     if "train" in cfg.measure or "floor" in cfg.measure:
@@ -455,9 +502,12 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
                 rows.append(measure_headline(cfg, a, n, log))
         section(f"Headline config ({cfg.env}, auto-scaled as mjxflow.train resolves it)", "headline", rows,
                 headline_table(rows))
+    if "update" in cfg.measure:
+        rows = measure_updates(cfg, log)
+        section(f"One gradient update ({cfg.env} sizes, after compilation)", "update", rows, update_table(rows))
     if "peer" in cfg.measure:
         rows = measure_peer(cfg, train_rows, log)
-        section(f"The peer: brax's SAC trainer against ours ({cfg.env}, batch {cfg.batch_size}, "
+        section(f"The peer: brax's SAC trainer against ours ({cfg.env}, batch {cfg.batch_size[0]}, "
                 f"{cfg.updates_per_iter} updates/iter)", "peer", rows, peer_table(rows))
 
     os.makedirs(cfg.out_dir, exist_ok=True)

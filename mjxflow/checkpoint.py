@@ -89,16 +89,17 @@ def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay:
     if with_replay:
         packed["replay"] = _pack(state.seeds.replay)
     items = {name: ocp.args.StandardSave(tree) for name, tree in packed.items()}
-    meta = {"format": FORMAT, "mjxflow": release(), "layout": {name: layout(tree) for name, tree in packed.items()}}
+    meta = {"format": FORMAT, "mjxflow": release()}  # the arrays' layout: orbax's own metadata (_stored_layout)
     items["meta"] = ocp.args.JsonSave(meta)
     mngr.save(step, args=ocp.args.Composite(**items))
     mngr.wait_until_finished()
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop) -> tuple[TrainState, bool]:
+def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop, template: TrainState | None = None) -> tuple[TrainState, bool]:
     """The state saved at `step`, and whether its replay buffer was in the checkpoint (if not,
-    the buffer comes back empty and the loop refills it with random actions)."""
-    template = jax.eval_shape(loop.init)
+    the buffer comes back empty and the loop refills it with random actions). `template`: the
+    state's shapes (jax.eval_shape(loop.init)), traced here when not given."""
+    template = jax.eval_shape(loop.init) if template is None else template
     items = {"state": ocp.args.StandardRestore(_pack(_without_replay(template)))}
     has_replay = os.path.isdir(os.path.join(str(mngr.directory), str(step), "replay"))
     if has_replay:
@@ -181,11 +182,11 @@ def _stored_layout(run_dir: str, step: int, item: str) -> list[str]:
     return layout(ocp.StandardCheckpointHandler().metadata(path).tree)
 
 
-def incompatibility(run_dir: str, step: int, loop: Loop) -> str | None:
+def incompatibility(run_dir: str, step: int, template: TrainState) -> str | None:
     """Why a checkpoint cannot be read, found before reading its arrays (orbax, asked to read
     arrays of the wrong shape or from damaged metadata, leaves pages of tracebacks behind): an
-    incompatible release or setup, damaged metadata, or None when it looks readable."""
-    template = jax.eval_shape(loop.init)
+    incompatible release or setup, damaged metadata, or None when it looks readable. `template`:
+    the expected state's shapes (jax.eval_shape(loop.init))."""
     meta = saved_meta(run_dir, step)
     writer = "a release without a format record" if meta is None else \
         f"mjxflow {meta.get('mjxflow', '?')}, format {meta.get('format', '?')}"
@@ -209,13 +210,14 @@ def incompatibility(run_dir: str, step: int, loop: Loop) -> str | None:
 
 def read_checkpoint(mngr: ocp.CheckpointManager, run_dir: str, step: int, loop: Loop) -> tuple[TrainState, bool]:
     """restore() after checking the checkpoint's layout; ValueError saying why it cannot be read."""
+    template = jax.eval_shape(loop.init)
     with QuietReads() as quiet:
-        why = incompatibility(run_dir, step, loop)
+        why = incompatibility(run_dir, step, template)
         quiet.failed = why is not None
     if why is None:
         try:
             with QuietReads():
-                return restore(mngr, step, loop)
+                return restore(mngr, step, loop, template)
         except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
             why = f"damaged ({_reason(e)})"
     raise UnreadableCheckpoint(why)

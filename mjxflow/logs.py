@@ -142,28 +142,56 @@ def _fmt_rate(rate: float) -> str:
 
 
 class Progress:
-    """One line per logging interval: env steps, throughput, latest evaluation, ETA."""
+    """The progress line: env steps, throughput, latest evaluation, ETA.
 
-    def __init__(self, total_steps: int, start_steps: int, num_seeds: int, stream=sys.stdout):
+    On a terminal the line is redrawn in place after every compiled chunk and kept (a newline) at
+    each evaluation; into a file or pipe, lines are written at evaluations and otherwise at most
+    every `file_every` of the run, so a log holds a few dozen lines, not one per chunk.
+    """
+
+    def __init__(self, total_steps: int, start_steps: int, num_seeds: int, stream=sys.stdout, file_every: float = 0.05):
         self.total = total_steps
         self.start_steps = start_steps
         self.num_seeds = num_seeds
         self.stream = stream
         self.t0 = time.perf_counter()
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.file_every = file_every
+        self.last_written = -math.inf
+        self.pending = False  # a redrawn line on the terminal that has no newline yet
 
-    def update(self, steps: int, eval_returns: np.ndarray) -> str:
+    def line(self, steps: int, eval_returns: np.ndarray) -> str:
         elapsed = time.perf_counter() - self.t0
         done = steps - self.start_steps
         rate = done / elapsed if elapsed > 0 and done > 0 else math.nan
         eta = (self.total - steps) / rate if rate > 0 else math.nan
         finite = eval_returns[np.isfinite(eval_returns)]
         ev = f"{finite.mean():9.2f} ± {finite.std():.2f}" if finite.size else "      n/a"
-        line = (
+        return (
             f"[{100 * steps / self.total:5.1f}%] {steps:>10,}/{self.total:,} steps | "
             f"{_fmt_rate(rate * self.num_seeds)} steps/s (all seeds) | eval {ev} | ETA {_fmt_time(eta)}"
         )
-        print(line, file=self.stream, flush=True)
-        return line
+
+    def update(self, steps: int, eval_returns: np.ndarray, evaluated: bool = True) -> str | None:
+        """Draw the line; `evaluated` marks a step with a fresh evaluation (always kept). Returns
+        the line when one was drawn."""
+        line = self.line(steps, eval_returns)
+        keep = evaluated or steps >= self.total
+        if self.tty:
+            print("\r\033[K" + line, end="\n" if keep else "", file=self.stream, flush=True)
+            self.pending = not keep
+            return line
+        if keep or (steps - self.last_written) >= self.file_every * self.total:
+            print(line, file=self.stream, flush=True)
+            self.last_written = steps
+            return line
+        return None
+
+    def close(self) -> None:
+        """End a redrawn line so that what is printed next starts on its own line."""
+        if self.pending:
+            print(file=self.stream, flush=True)
+            self.pending = False
 
 
 def summary_table(final: np.ndarray, best: np.ndarray) -> str:

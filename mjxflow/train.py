@@ -387,10 +387,13 @@ def drive(run: Run, log, timings: Timings) -> str | None:
             writer.write(chunk_rows(metrics, iteration, cfg.num_envs, elapsed(), run.last_eval))
             bad = first_nonfinite(metrics, iteration, cfg.num_envs)
             if bad:
+                progress.close()
                 stop_on_nonfinite(run, bad)
             run.best = np.fmax(run.best, run.last_eval)
-            progress.update(iteration * cfg.num_envs, run.last_eval)
+            progress.update(iteration * cfg.num_envs, run.last_eval, evaluated=returns is not None)
             interrupted = stop.received
+            if interrupted:
+                progress.close()
             if end in sched.checkpoints or interrupted:  # the schedule's last checkpoint is the end
                 with timings("checkpointing"):
                     checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay)

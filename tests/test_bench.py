@@ -52,7 +52,7 @@ def test_peer_plumbing_with_a_stand_in_interpreter(tmp_path):
                       "echo 'log line'\n"
                       "echo '{\"env_steps_per_s\": [100.0, 300.0, 200.0], \"jax\": \"0.7.2\"}'\n")
     python.chmod(0o755)
-    cfg = bench.BenchConfig(env="hopper", num_envs=(8,), batch_size=32, updates_per_iter=2, peer_venv=str(tmp_path / "venv"))
+    cfg = bench.BenchConfig(env="hopper", num_envs=(8,), batch_size=(32,), updates_per_iter=2, peer_venv=str(tmp_path / "venv"))
     ours = [{"agent": "sac", "num_envs": 8, "env_steps_per_s": {"median": 400.0, "min": 350.0, "max": 450.0}}]
     rows = bench.measure_peer(cfg, ours, log=lambda *_: None)
     assert len(rows) == 1 and rows[0]["brax"] == {"median": 200.0, "min": 100.0, "max": 300.0}
@@ -80,3 +80,16 @@ def test_headline_measures_the_resolved_training_config(tmp_path, capsys):
     assert row["updates_per_s"]["median"] == pytest.approx(rate["median"] * 2 / 8, rel=1e-6)  # 2 updates per 8 env steps
     assert columns(result["tables"]["headline"])[3] == "env steps/s (all seeds)"
     assert result["tables"]["headline"] in capsys.readouterr().out
+
+
+def test_update_table_times_every_agent_and_batch_against_sac(tmp_path):
+    args = ["--env", "bandit", "--agents", "smfp", "--batch-size", "8", "16", "--hidden", "8", "--repeats", "2",
+            "--measure", "update", "--name", "upd", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+    assert bench.main(args) == 0
+    rows = json.load(open(tmp_path / "upd.json"))["update"]
+    assert [(r["agent"], r["batch_size"]) for r in rows] == [("sac", 8), ("smfp", 8), ("sac", 16), ("smfp", 16)]
+    for r in rows:
+        assert r["seconds_min"] <= r["seconds"] <= r["seconds_max"] and r["seconds"] > 0
+        sac = next(x for x in rows if x["agent"] == "sac" and x["batch_size"] == r["batch_size"])
+        assert r["ratio_to_sac"] == pytest.approx(r["seconds"] / sac["seconds"])
+    assert "| smfp | 16 |" in open(tmp_path / "upd.md").read()

@@ -310,3 +310,34 @@ def test_first_nonfinite_names_seed_step_and_quantity():
     metrics["critic/q_mean"][8, 1] = 1.0
     metrics["eval/return"][9, 2] = 3.0
     assert health.first_nonfinite(metrics, 30, 8) == {}
+
+
+def test_progress_into_a_file_writes_evaluations_and_a_line_per_five_percent():
+    import io
+
+    from mjxflow.logs import Progress
+
+    out = io.StringIO()
+    p = Progress(total_steps=1000, start_steps=0, num_seeds=2, stream=out)
+    returns = np.array([1.0, 2.0])
+    drawn = [p.update(steps, returns, evaluated=steps in (0, 500)) for steps in range(0, 1001, 10)]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == sum(d is not None for d in drawn) == 21  # every 50 steps, the evaluations among them
+    assert "1.50 ± 0.50" in lines[0] and lines[-1].startswith("[100.0%]")
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_keeps_evaluations():
+    import io
+
+    from mjxflow.logs import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    p = Progress(total_steps=100, start_steps=0, num_seeds=1, stream=out)
+    for steps in range(10, 101, 10):
+        p.update(steps, np.array([3.0]), evaluated=steps == 50)
+    text = out.getvalue()
+    assert text.count("\r") == 10 and text.count("\n") == 2  # kept: the evaluation at 50 and the end
