@@ -193,10 +193,11 @@ def derived(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     obs_size = PRESETS[cfg.env].obs_size if obs_size is None else obs_size
     action_size = PRESETS[cfg.env].action_size if action_size is None else action_size
     per_item = transition_bytes(obs_size, action_size)
+    first_learning = max(1, -(-cfg.min_replay // cfg.num_envs))  # the iteration whose data fills min_replay
     return {
         "iterations": sch.total,
         "env_steps_per_seed": sch.total * cfg.num_envs,
-        "gradient_updates_per_seed": sch.total * cfg.updates_per_iter,
+        "gradient_updates_per_seed": max(0, sch.total - first_learning + 1) * cfg.updates_per_iter,
         "sample_reuse": round(cfg.batch_size * cfg.updates_per_iter / cfg.num_envs, 3),
         "replay_iterations": round(cfg.replay_size / cfg.num_envs, 1),
         "num_evals": len(sch.evals),

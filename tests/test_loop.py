@@ -108,6 +108,16 @@ def test_random_actions_and_no_updates_before_min_fill(trained, bandit_sac):
     assert np.all(np.isfinite(first["critic/loss"][fill_iters:]))
 
 
+def test_derived_update_count_is_what_the_run_makes(trained, bandit_sac):
+    """--print-config's gradient_updates_per_seed counts only the iterations after the warm-up."""
+    from mjxflow.scale import derived
+
+    _, metrics = trained
+    learned = np.concatenate([np.asarray(m["check/learned"]) for m in metrics])  # (iterations, seeds)
+    counted = int(learned[:, 0].sum()) * bandit_sac.cfg.updates_per_iter
+    assert counted == derived(bandit_sac.loop.cfg, 2, 2)["gradient_updates_per_seed"] == (500 - 32 + 1) * 2
+
+
 def test_sac_solves_bandit_and_critic_learns_the_known_q(trained, bandit_sac):
     state, metrics = trained
     final_eval = np.asarray(bandit_sac.loop.make_evaluate_all(bandit_sac.cfg.eval_episodes)(state)).mean(axis=1)
