@@ -17,6 +17,7 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
 - update:  one jitted gradient update (critic, actor and temperature: the agent's whole `update`)
            per agent and --batch-size, on a random batch after compilation, median of repeats, and
            its ratio to SAC's at the same batch, measured in the same run (not in the default set).
+           SMFP also gets a row `smfp-full`: its full mirror-descent step and conditional surrogate.
 - peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
            and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
            a second virtual environment (peer_venv, created on first use from
@@ -307,14 +308,21 @@ def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None 
             "ms_min": 1e3 * float(np.min(times)), "ms_max": 1e3 * float(np.max(times))}
 
 
-def measure_update(cfg: BenchConfig, agent: str, batch: int) -> tuple[float, float, float]:
+# The update table's variants beside each agent's defaults: SMFP's full mirror-descent step (every
+# particle of every state regressed, the conditional entropy surrogate), the reference of its cheap default.
+UPDATE_VARIANTS = {"smfp": {"smfp-full": dict(md_samples=0, md_states=1.0, entropy_draws=1)}}
+
+
+def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None = None) -> tuple[float, float, float]:
     """Seconds (median, min, max) of one jitted `update` (critic, actor, temperature) of `agent` on
     a random batch of `batch` transitions of the env's sizes, each call on the state the last one
-    returned."""
+    returned; `smfp` overrides SMFP options."""
     from mjxflow.envs import Transition
 
     env = make_env(cfg.env)
-    ag = make_agent(train_config(cfg, agent, 1), env.obs_size, env.action_size)
+    tc = train_config(cfg, agent, 1)
+    tc = dataclasses.replace(tc, smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
+    ag = make_agent(tc, env.obs_size, env.action_size)
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     data = Transition(
         obs=jax.random.normal(k[0], (batch, env.obs_size)), action=jax.random.uniform(k[1], (batch, env.action_size), minval=-1, maxval=1),
@@ -334,11 +342,12 @@ def measure_updates(cfg: BenchConfig, log=print) -> list[dict]:
     for batch in cfg.batch_size:
         sac_s = None
         for a in agents:
-            log(f"  timing one update of {a} at batch {batch} ...", flush=True)
-            med, lo, hi = measure_update(cfg, a, batch)
-            sac_s = med if a == "sac" else sac_s
-            rows.append({"agent": a, "batch_size": batch, "seconds": med, "seconds_min": lo, "seconds_max": hi,
-                         "ratio_to_sac": med / sac_s})
+            for label, smfp in {a: None, **UPDATE_VARIANTS.get(a, {})}.items():
+                log(f"  timing one update of {label} at batch {batch} ...", flush=True)
+                med, lo, hi = measure_update(cfg, a, batch, smfp)
+                sac_s = med if a == "sac" else sac_s
+                rows.append({"agent": label, "batch_size": batch, "seconds": med, "seconds_min": lo, "seconds_max": hi,
+                             "ratio_to_sac": med / sac_s})
     return rows
 
 

@@ -99,6 +99,11 @@ class SMFPConfig:
     """Entropy term on; off: sigma fixed at fixed_sigma, alpha = 0, no entropy bonus in the critic."""
     fixed_sigma: float = 0.1
     """sigma used when --smfp.no-entropy (0 gives the deterministic MeanFlow ablation, FPMD-M-like)."""
+    entropy_draws: int = 1
+    """K: draws of the noise e per state for the entropy estimate. 1: the conditional surrogate
+    log N(x; e - u, sigma^2) of each draw. K > 1: each draw's density is the mean over the K
+    draws' Gaussians (a semi-implicit bound), a tighter lower bound on the policy's entropy that
+    also counts the spread across e, at K actor evaluations per state."""
     beta_md: float = 1.0
     """Weight of the mirror-descent MeanFlow regression in the actor loss (0 turns it off)."""
     num_particles: int = 16
@@ -106,6 +111,9 @@ class SMFPConfig:
     md_samples: int = 0
     """0: regress every particle with its weight. M > 0: regress only M particles per state, drawn
     in proportion to their weights (same expected loss, M / num_particles of the regression cost)."""
+    md_states: float = 1.0
+    """Fraction of each minibatch's states that the mirror-descent step uses (a random subset;
+    1: all). Its expected loss is the full batch's, at about this fraction of the step's cost."""
     weights: str = "linear"
     """Particle weights: linear, truncated (Q - V)+; or exp, softmax(Q / md_lambda) as in FPMD."""
     md_baseline: str = "mean"
@@ -134,12 +142,20 @@ class FPMDConfig:
     """Adam learning rate of the actor."""
     num_particles: int = 32
     """N: particles per state for the importance weights and best-of-N action selection."""
-    md_lambda: float = 1.0
-    """lambda of the weights exp(Q / lambda), normalised per state over the particles. The paper
-    gives no value; it must match the scale of Q differences between particles (0.1 suits the
-    one-step probes, whose Q lies in [-1, 1])."""
+    md_lambda: float = 0.5
+    """lambda of the weights exp(Q / lambda); with weight_scale std (the default) in units of the
+    per-state spread of the particles' Q, so one value serves every task."""
+    weight_scale: str = "std"
+    """std: Q standardised per state across its particles before the exp (scale-free); raw: the
+    paper's exp(Q / lambda), where lambda must match the scale of Q (0.02 to 1 on our tasks)."""
     train_steps: int = 20
     """K: Euler steps of FPMD-R's particle sampling in training (evaluation uses one)."""
+    md_samples: int = 0
+    """0: regress every particle with its weight (the paper). M > 0: regress M particles per state
+    drawn in proportion to their weights (same expected loss, cheaper regression)."""
+    md_states: float = 1.0
+    """Fraction of each minibatch's states the actor's step uses (a random subset; 1: all, the
+    paper). Same expected loss at about this fraction of the particles' cost."""
     explore_std_start: float = 0.3
     """Std of the Gaussian exploration noise added to training actions, at the start ..."""
     explore_std_end: float = 0.05
@@ -283,6 +299,7 @@ CHOICES = {
     "smfp.weights": ("linear", "exp"),
     "smfp.md_baseline": ("mean", "max"),
     "smfp.old_policy": ("copy", "ema"),
+    "fpmd.weight_scale": ("std", "raw"),
     "times.dist": ("logit_normal", "uniform"),
 }
 
@@ -342,7 +359,9 @@ def check_smfp(cfg: SMFPConfig) -> None:
     _require(cfg.beta_md >= 0, "smfp.beta_md", cfg.beta_md, ">= 0 (0 turns the mirror-descent term off)")
     _require(cfg.num_particles >= 2, "smfp.num_particles", cfg.num_particles,
              ">= 2 (the weights compare particles of the same state)")
+    _require(cfg.entropy_draws >= 1, "smfp.entropy_draws", cfg.entropy_draws, ">= 1 (1: the conditional surrogate)")
     _require(cfg.md_samples >= 0, "smfp.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
+    _require(0.0 < cfg.md_states <= 1.0, "smfp.md_states", cfg.md_states, "in (0, 1] (1 uses every state)")
     _require(cfg.md_period >= 1, "smfp.md_period", cfg.md_period, ">= 1")
     _require(0.0 < cfg.old_tau <= 1.0, "smfp.old_tau", cfg.old_tau, "in (0, 1]")
     check_times("smfp", cfg.times)
@@ -351,6 +370,9 @@ def check_smfp(cfg: SMFPConfig) -> None:
 def check_fpmd(cfg: FPMDConfig) -> None:
     _widths("fpmd.actor_hidden", cfg.actor_hidden)
     _positive("fpmd", cfg, "actor_lr", "md_lambda", "train_steps")
+    _choice("fpmd.weight_scale", cfg.weight_scale, CHOICES["fpmd.weight_scale"])
+    _require(cfg.md_samples >= 0, "fpmd.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
+    _require(0.0 < cfg.md_states <= 1.0, "fpmd.md_states", cfg.md_states, "in (0, 1] (1 uses every state)")
     _require(cfg.num_particles >= 2, "fpmd.num_particles", cfg.num_particles,
              ">= 2 (the weights compare particles of the same state)")
     for name in ("explore_std_start", "explore_std_end", "explore_decay_updates"):

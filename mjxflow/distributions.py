@@ -20,3 +20,14 @@ def tanh_log_det(x: jax.Array) -> jax.Array:
     Written as 2 (log 2 - x - softplus(-2x)), which stays finite for large |x|.
     """
     return jnp.sum(2.0 * (math.log(2.0) - x - jax.nn.softplus(-2.0 * x)), axis=-1)
+
+
+def mixture_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log (1/K sum_j N(x_i; mean_j, diag(exp(log_std_j))^2)) for each of K points x_i and the K
+    diagonal Gaussians (mean_j, log_std_j) along axis 0: x, mean, log_std (K, ..., d) -> (K, ...).
+
+    When x_i is drawn from component i and the components from a mixing distribution, minus its
+    expectation is a lower bound on the mixture's entropy that rises towards it as K grows (the
+    semi-implicit bound); K = 1 is the component's own log-density."""
+    pair = gaussian_log_prob(x[:, None], mean[None], log_std[None])  # (K points, K components, ...)
+    return jax.nn.logsumexp(pair, axis=1) - math.log(x.shape[0])

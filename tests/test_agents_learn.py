@@ -22,7 +22,7 @@ def small_config(agent: str, **overrides):
         agent=agent, total_steps=9600, num_evals=2, eval_episodes=64, critic=CriticConfig(hidden=SMALL),
         sac=SACConfig(actor_hidden=SMALL),
         smfp=SMFPConfig(actor_hidden=SMALL, num_particles=16),
-        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=16, train_steps=20, md_lambda=0.05, explore_decay_updates=2000),
+        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=16, train_steps=20, explore_decay_updates=2000),
         **overrides,
     )
 

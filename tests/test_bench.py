@@ -87,7 +87,8 @@ def test_update_table_times_every_agent_and_batch_against_sac(tmp_path):
             "--measure", "update", "--name", "upd", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
     assert bench.main(args) == 0
     rows = json.load(open(tmp_path / "upd.json"))["update"]
-    assert [(r["agent"], r["batch_size"]) for r in rows] == [("sac", 8), ("smfp", 8), ("sac", 16), ("smfp", 16)]
+    assert [(r["agent"], r["batch_size"]) for r in rows] == [
+        ("sac", 8), ("smfp", 8), ("smfp-full", 8), ("sac", 16), ("smfp", 16), ("smfp-full", 16)]
     for r in rows:
         assert r["seconds_min"] <= r["seconds"] <= r["seconds_max"] and r["seconds"] > 0
         sac = next(x for x in rows if x["agent"] == "sac" and x["batch_size"] == r["batch_size"])

@@ -59,7 +59,9 @@ def truncation_config(agent: str):
         # the entropy bonus is made negligible so Q has the closed form above
         sac=SACConfig(actor_hidden=SMALL, init_alpha=1e-6, autotune_alpha=False),
         smfp=SMFPConfig(actor_hidden=SMALL, init_alpha=1e-6, autotune_alpha=False, num_particles=4),
-        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=4, train_steps=2),
+        # near-uniform weights (raw, lambda 1: the setting these bounds were measured with) keep the
+        # policy, and so the replay's actions, spread over the square the critic is checked on
+        fpmd=FPMDConfig(actor_hidden=SMALL, num_particles=4, train_steps=2, weight_scale="raw", md_lambda=1.0),
     )
 
 
@@ -276,6 +278,19 @@ def test_md_particles_come_from_the_old_policy_and_q_from_the_critic():
     np.testing.assert_allclose(terms.q, agent.critic.min_q(state.critic.params, obs_n, from_old.action), rtol=1e-6)
 
 
+def test_std_scaled_weights_do_not_change_with_the_scale_or_offset_of_q():
+    from mjxflow.agents.generative import exp_weights
+
+    q = jax.random.normal(jax.random.PRNGKey(0), (16, 5)) * jnp.array([0.1, 1.0, 10.0, 100.0, 1000.0])
+    w = exp_weights(q, 0.5, "std")
+    np.testing.assert_allclose(exp_weights(37.0 * q - 5.0, 0.5, "std"), w, rtol=1e-3, atol=1e-6)
+    assert not np.allclose(exp_weights(37.0 * q - 5.0, 0.5, "raw"), exp_weights(q, 0.5, "raw"), atol=1e-3)
+    # the same spread gives the same weights whatever the scale: columns of q differ only by scale
+    np.testing.assert_allclose(exp_weights(jnp.outer(q[:, 0], jnp.array([1.0, 0.1, 1e3])), 0.5, "std"),
+                               jnp.repeat(w[:, :1], 3, axis=1), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(exp_weights(jnp.ones((8, 3)), 0.5, "std"), 1 / 8, rtol=1e-6)  # equal Q: uniform
+
+
 def test_resampled_particles_are_an_unbiased_estimate_of_the_weighted_sum():
     """resample(M): E[sum_i w'_i f(x'_i)] = sum_j w_j f(x_j) for any f; only particles with weight
     are drawn; a state whose weights are all zero keeps total weight zero."""
@@ -300,10 +315,26 @@ def test_resampled_particles_are_an_unbiased_estimate_of_the_weighted_sum():
     np.testing.assert_allclose(ws[0], [[1.0, 0.5, 0.0]] * 2)  # sum_j w_j / M (weights need not sum to 1)
 
 
-def test_smfp_md_samples_gives_the_full_weighted_loss_in_expectation():
-    """--smfp.md-samples M regresses M of the N particles: averaged over keys its loss equals the full
-    weighted loss (a tolerance of a few standard errors), and its gradient points the same way."""
-    full_agent, sampled_agent = smfp(), smfp(md_samples=2)
+def test_state_subset_draws_distinct_states_and_is_unbiased_for_the_mean():
+    from mjxflow.agents.generative import num_subset, state_subset
+
+    obs = jnp.arange(40.0).reshape(20, 2)
+    assert state_subset(jax.random.PRNGKey(0), obs, 1.0) is obs
+    assert [num_subset(20, f) for f in (0.25, 0.26, 0.01, 1.0)] == [5, 6, 1, 20]
+    subsets = jax.vmap(lambda k: state_subset(k, obs, 0.25))(jax.random.split(jax.random.PRNGKey(1), 4000))
+    assert subsets.shape == (4000, 5, 2)
+    rows = np.asarray(subsets[..., 0]) / 2
+    assert all(len(set(r)) == 5 for r in rows[:200])  # without replacement
+    counts = np.bincount(rows.astype(int).ravel(), minlength=20) / rows.size
+    np.testing.assert_allclose(counts, 1 / 20, atol=0.01)  # every state equally likely
+
+
+@pytest.mark.parametrize("cheap", [dict(md_samples=2), dict(md_states=0.25), dict(md_samples=4, md_states=0.25)])
+def test_smfp_cheap_md_step_gives_the_full_weighted_loss_in_expectation(cheap):
+    """--smfp.md-samples M regresses M of the N particles, --smfp.md-states f uses a random f of the
+    states: averaged over keys the loss equals the full weighted loss (a tolerance of a few standard
+    errors), and the gradient points the same way."""
+    full_agent, sampled_agent = smfp(), smfp(**cheap)
     state = trained_actor(full_agent)
     state = state.replace(old_params=full_agent.init(jax.random.PRNGKey(9)).actor_params)
     keys = jax.random.split(jax.random.PRNGKey(3), 3000)
@@ -344,17 +375,34 @@ def test_md_times_follow_the_configured_sampler(dist, frac):
 # ---- FPMD's weights and particles ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["r", "m"])
-def test_fpmd_weights_use_lambda_and_particles_use_k_steps(variant):
+@pytest.mark.parametrize("variant, cheap", [("r", dict(md_samples=2)), ("m", dict(md_samples=2, md_states=0.25))])
+def test_fpmd_cheap_actor_step_gives_the_full_weighted_loss_in_expectation(variant, cheap):
+    from mjxflow.agents.fpmd import FPMD
+
+    base = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=3, md_lambda=0.3)
+    full, cheap_agent = (FPMD(variant, c, CriticConfig(hidden=(16,)), 2, 2) for c in (base, dataclasses.replace(base, **cheap)))
+    state = full.init(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(3), 3000)
+    losses = lambda agent: np.asarray(jax.jit(jax.vmap(lambda k: agent.actor_loss(state.actor_params, state, OBS, k)[0]))(keys))
+    a, b = losses(full), losses(cheap_agent)
+    se = np.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert abs(a.mean() - b.mean()) < 4 * se, (a.mean(), b.mean(), se)
+    assert np.mean(np.abs(a - b)) > 0.05 * np.abs(a).mean()  # with the same key: an estimate, not the same sum
+
+
+@pytest.mark.parametrize("variant, scale", [("r", "raw"), ("m", "std")])
+def test_fpmd_weights_use_lambda_and_particles_use_k_steps(variant, scale):
     from mjxflow.agents.fpmd import FPMD
     from mjxflow.agents.generative import repeat
 
-    cfg = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=5, md_lambda=0.2)
+    cfg = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=5, md_lambda=0.2, weight_scale=scale)
     agent = FPMD(variant, cfg, CriticConfig(hidden=(16,)), 2, 2)
     state = agent.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(3)
     x, q, w, _ = agent.actor_terms(state.actor_params, state, OBS, key)
-    np.testing.assert_allclose(w, jax.nn.softmax(np.asarray(q) / 0.2, axis=0), rtol=1e-5)
+    q = np.asarray(q, np.float64)
+    z = q if scale == "raw" else (q - q.mean(0)) / (q.std(0) + 1e-6)
+    np.testing.assert_allclose(w, jax.nn.softmax(z / 0.2, axis=0), rtol=1e-4, atol=1e-7)
     e = jax.random.normal(jax.random.split(key, 3)[0], (8, 32, 2))
     field = agent.field(state.actor_params, repeat(OBS, 8))
     if variant == "r":  # K = 5 Euler steps of the velocity field

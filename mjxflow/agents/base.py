@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import jax
+import optax
 
 from mjxflow.envs import Transition
 
@@ -31,3 +32,13 @@ class Agent(Protocol):
 
     def update(self, state: Any, batch: Batch, key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
         """One gradient step of every learner; info holds scalar diagnostics keyed 'group/name'."""
+
+
+def gradient_step(
+    loss_fn: Callable[..., tuple[jax.Array, Any]], opt: optax.GradientTransformation, params: Any, opt_state: optax.OptState, *args
+) -> tuple[Any, optax.OptState, Any]:
+    """One optimiser step on loss_fn(params, *args) -> (loss, aux): (new params, new optimiser
+    state, aux). The one place every learner (critic, actors, temperature) takes its step."""
+    grads, aux = jax.grad(loss_fn, has_aux=True)(params, *args)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, aux

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from mjxflow.agents.base import Batch
+from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.config import CriticConfig, check_critic
 from mjxflow.networks import EnsembleQ
 from mjxflow.scale import BASE_TAU
@@ -65,8 +65,6 @@ class Critic:
     ) -> tuple[CriticState, dict]:
         """One Adam step on the TD loss, then a Polyak step of the targets."""
         target = self.td_target(state, batch, next_action, next_bonus)
-        grads, info = jax.grad(self.loss, has_aux=True)(state.params, batch, target)
-        updates, opt_state = self.opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state, info = gradient_step(self.loss, self.opt, state.params, state.opt_state, batch, target)
         target_params = optax.incremental_update(params, state.target_params, self.tau)
         return CriticState(params=params, target_params=target_params, opt_state=opt_state), info

@@ -19,9 +19,9 @@ import optax
 from flax import struct
 
 from mjxflow import flows
-from mjxflow.agents.base import Batch
+from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
-from mjxflow.agents.generative import best_of_n, exp_weights, repeat
+from mjxflow.agents.generative import best_of_n, exp_weights, repeat, resample, state_subset
 from mjxflow.config import CriticConfig, FPMDConfig, check_fpmd
 from mjxflow.scale import MAX_EXPLORE_DECAY
 from mjxflow.networks import FlowActor
@@ -95,13 +95,21 @@ class FPMD:
         return jnp.clip(best_of_n(a, q) + noise, -1.0, 1.0)
 
     def actor_terms(self, params: dict, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, ...]:
-        """(particles x (N, B, d), their min Q, weights softmax_j(Q / lambda), regression error),
-        the last three of shape (N, B)."""
+        """(particles x (N, B, d), their min Q, weights softmax_j(Q / lambda) with Q standardised per
+        state unless weight_scale is raw, regression error),
+        the last three of shape (N, B). md_samples M > 0 regresses M particles per state drawn by
+        weight (N -> M) and md_states f < 1 a random ceil(f B) of the states (B -> that subset),
+        as in SMFP: each an unbiased estimate of the full weighted loss."""
+        cfg = self.cfg
         particle_key, noise_key, time_key = jax.random.split(key, 3)
+        obs = state_subset(jax.random.fold_in(key, 2), obs, cfg.md_states)
         x, q = self.particles(state, obs, particle_key)
-        w = jax.lax.stop_gradient(exp_weights(q, self.cfg.md_lambda))
+        w = jax.lax.stop_gradient(exp_weights(q, cfg.md_lambda, cfg.weight_scale))
+        obs_n = repeat(obs, cfg.num_particles)
+        if cfg.md_samples > 0:
+            x, q, w = resample(jax.random.fold_in(key, 1), x, q, w, cfg.md_samples)
+            obs_n = repeat(obs, cfg.md_samples)
         e = jax.random.normal(noise_key, x.shape)
-        obs_n = repeat(obs, self.cfg.num_particles)
         u = self.field(params, obs_n)
         if self.variant == "r":  # flow matching, t ~ U[0, 1]
             t = jax.random.uniform(time_key, q.shape)
@@ -125,8 +133,7 @@ class FPMD:
         next_action = self.sample_x(state.actor_params, batch.next_obs, next_key, self.train_steps)
         critic, critic_info = self.critic.update(state.critic, batch, next_action, 0.0)
         state = state.replace(critic=critic)
-        grads, info = jax.grad(self.actor_loss, has_aux=True)(state.actor_params, state, batch.obs, actor_key)
-        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
-        new_state = FPMDState(actor_params=optax.apply_updates(state.actor_params, updates), actor_opt=actor_opt,
-                              critic=critic, updates=state.updates + 1)
+        actor_params, actor_opt, info = gradient_step(self.actor_loss, self.actor_opt, state.actor_params, state.actor_opt,
+                                                      state, batch.obs, actor_key)
+        new_state = FPMDState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, updates=state.updates + 1)
         return new_state, {**critic_info, **info, "explore/std": self.explore_std(new_state.updates)}

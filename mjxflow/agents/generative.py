@@ -11,9 +11,18 @@ def repeat(x: jax.Array, n: int) -> jax.Array:
     return jnp.broadcast_to(x, (n,) + x.shape)
 
 
-def exp_weights(q: jax.Array, lam: float) -> jax.Array:
+def exp_weights(q: jax.Array, lam: float, scale: str = "raw", eps: float = 1e-6) -> jax.Array:
     """Per-state normalised exp(Q / lambda) over the particle axis 0 (a softmax: the unnormalised
-    weights' minimiser is the same, Z(s) being a positive constant per state)."""
+    weights' minimiser is the same, Z(s) being a positive constant per state).
+
+    scale `raw`: Q as it is (the FPMD paper), so lambda must match the scale of Q's differences.
+    `std`: Q standardised per state across its particles, (Q - mean) / (std + eps), so lambda is
+    in units of that spread and the weights do not change when rewards are scaled or shifted."""
+    if scale == "std":
+        centred = q - jnp.mean(q, axis=0, keepdims=True)
+        q = centred / (jnp.sqrt(jnp.mean(centred**2, axis=0, keepdims=True)) + eps)
+    elif scale != "raw":
+        raise ValueError(f"unknown weight scale {scale!r}; valid: raw, std")
     return jax.nn.softmax(q / lam, axis=0)
 
 
@@ -38,6 +47,22 @@ def resample(key: jax.Array, x: jax.Array, q: jax.Array, w: jax.Array, m: int) -
     idx = jax.random.categorical(key, logits, axis=-1, shape=(m, w.shape[1]))  # (m, B)
     pick = lambda a: jnp.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=0)
     return pick(x), pick(q), jnp.broadcast_to(total / m, idx.shape)
+
+
+def state_subset(key: jax.Array, obs: jax.Array, frac: float) -> jax.Array:
+    """A uniformly random subset of ceil(frac * B) of the B states (rows of obs), without
+    replacement; frac >= 1 returns obs as it is. A mean over the subset is an unbiased estimate of
+    the mean over all B states, at about frac of the cost of anything computed per state."""
+    b = obs.shape[0]
+    k = num_subset(b, frac)
+    if k >= b:
+        return obs
+    return obs[jax.random.permutation(key, b)[:k]]
+
+
+def num_subset(batch: int, frac: float) -> int:
+    """States the mirror-descent step of a batch of `batch` states uses: ceil(frac * batch), >= 1."""
+    return min(batch, max(1, -(-int(round(frac * batch * 1e6)) // 1_000_000)))
 
 
 def best_of_n(actions: jax.Array, q: jax.Array) -> jax.Array:

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from mjxflow.agents.base import Batch
+from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
-from mjxflow.agents.temperature import temperature_step
+from mjxflow.agents.temperature import Temperature, TemperatureState
 from mjxflow.config import CriticConfig, SACConfig, check_sac
 from mjxflow.distributions import gaussian_log_prob, tanh_log_det
 from mjxflow.networks import GaussianActor
@@ -19,8 +19,7 @@ class SACState(struct.PyTreeNode):
     actor_params: dict
     actor_opt: optax.OptState
     critic: CriticState
-    log_alpha: jax.Array
-    alpha_opt: optax.OptState
+    temperature: TemperatureState
 
 
 class SAC:
@@ -34,20 +33,13 @@ class SAC:
         self.actor = GaussianActor(tuple(cfg.actor_hidden), action_size, cfg.log_std_min, cfg.log_std_max)
         self.critic = Critic(critic_cfg, obs_size, action_size)
         self.actor_opt = optax.adam(cfg.actor_lr)
-        self.alpha_opt = optax.adam(cfg.alpha_lr)
-        self.target_entropy = -action_size * cfg.target_entropy_scale
+        self.temperature = Temperature(cfg.init_alpha, cfg.alpha_lr, -action_size * cfg.target_entropy_scale, cfg.autotune_alpha)
 
     def init(self, key: jax.Array) -> SACState:
         actor_key, critic_key = jax.random.split(key)
         actor_params = self.actor.init(actor_key, jnp.zeros((1, self.obs_size)))
-        log_alpha = jnp.log(jnp.asarray(self.cfg.init_alpha, jnp.float32))
-        return SACState(
-            actor_params=actor_params,
-            actor_opt=self.actor_opt.init(actor_params),
-            critic=self.critic.init(critic_key),
-            log_alpha=log_alpha,
-            alpha_opt=self.alpha_opt.init(log_alpha),
-        )
+        return SACState(actor_params=actor_params, actor_opt=self.actor_opt.init(actor_params),
+                        critic=self.critic.init(critic_key), temperature=self.temperature.init())
 
     def sample(self, actor_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Reparameterised action a = tanh(mean + std * eps) and its log-density."""
@@ -72,21 +64,14 @@ class SAC:
 
     def update(self, state: SACState, batch: Batch, key: jax.Array) -> tuple[SACState, dict]:
         next_key, actor_key = jax.random.split(key)
-        alpha = jnp.exp(state.log_alpha)
+        alpha = self.temperature.value(state.temperature)
 
         next_action, next_logp = self.sample(state.actor_params, batch.next_obs, next_key)
         critic, critic_info = self.critic.update(state.critic, batch, next_action, -alpha * next_logp)
 
-        grads, (logp, actor_info) = jax.grad(self.actor_loss, has_aux=True)(
-            state.actor_params, critic.params, batch.obs, alpha, actor_key
-        )
-        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, updates)
+        actor_params, actor_opt, (logp, actor_info) = gradient_step(
+            self.actor_loss, self.actor_opt, state.actor_params, state.actor_opt, critic.params, batch.obs, alpha, actor_key)
+        temperature = self.temperature.update(state.temperature, logp)
 
-        log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
-        if self.cfg.autotune_alpha:
-            log_alpha, alpha_opt = temperature_step(log_alpha, alpha_opt, self.alpha_opt, logp, self.target_entropy)
-
-        info = {**critic_info, **actor_info, "alpha/value": jnp.exp(log_alpha)}
-        new_state = SACState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, log_alpha=log_alpha, alpha_opt=alpha_opt)
-        return new_state, info
+        info = {**critic_info, **actor_info, "alpha/value": self.temperature.value(temperature)}
+        return SACState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, temperature=temperature), info

@@ -15,12 +15,12 @@ import optax
 from flax import struct
 
 from mjxflow import flows
-from mjxflow.agents.base import Batch
+from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
-from mjxflow.agents.temperature import temperature_step
-from mjxflow.agents.generative import exp_weights, linear_weights, repeat, resample
+from mjxflow.agents.temperature import Temperature, TemperatureState
+from mjxflow.agents.generative import exp_weights, linear_weights, repeat, resample, state_subset
 from mjxflow.config import CriticConfig, SMFPConfig, check_smfp
-from mjxflow.distributions import gaussian_log_prob, tanh_log_det
+from mjxflow.distributions import gaussian_log_prob, mixture_log_prob, tanh_log_det
 from mjxflow.networks import FlowActor
 
 
@@ -29,8 +29,7 @@ class SMFPState(struct.PyTreeNode):
     actor_opt: optax.OptState
     old_params: dict  # the old policy of the mirror-descent step
     critic: CriticState
-    log_alpha: jax.Array
-    alpha_opt: optax.OptState
+    temperature: TemperatureState
     updates: jax.Array
 
 
@@ -73,22 +72,20 @@ class SMFP:
         self.actor = FlowActor(tuple(cfg.actor_hidden), action_size, True, cfg.log_sigma_min, cfg.log_sigma_max)
         self.critic = Critic(critic_cfg, obs_size, action_size)
         self.actor_opt = optax.adam(cfg.actor_lr)
-        self.alpha_opt = optax.adam(cfg.alpha_lr)
-        self.target_entropy = -action_size * cfg.target_entropy_scale
+        self.temperature = Temperature(cfg.init_alpha, cfg.alpha_lr, -action_size * cfg.target_entropy_scale,
+                                       cfg.autotune_alpha, enabled=cfg.entropy)
 
     def init(self, key: jax.Array) -> SMFPState:
         actor_key, critic_key = jax.random.split(key)
         d = self.action_size
         params = self.actor.init(actor_key, jnp.zeros((1, self.obs_size)), jnp.zeros((1, d)), jnp.zeros((1,)), jnp.ones((1,)))
-        log_alpha = jnp.log(jnp.asarray(self.cfg.init_alpha if self.cfg.entropy else 1.0, jnp.float32))
         return SMFPState(
             actor_params=params, actor_opt=self.actor_opt.init(params), old_params=params,
-            critic=self.critic.init(critic_key), log_alpha=log_alpha, alpha_opt=self.alpha_opt.init(log_alpha),
-            updates=jnp.zeros((), jnp.int32),
+            critic=self.critic.init(critic_key), temperature=self.temperature.init(), updates=jnp.zeros((), jnp.int32),
         )
 
     def alpha(self, state: SMFPState) -> jax.Array:
-        return jnp.exp(state.log_alpha) if self.cfg.entropy else jnp.zeros(())
+        return self.temperature.value(state.temperature)
 
     def u_fn(self, params: dict, obs: jax.Array) -> flows.MeanVelocityFn:
         return lambda z, r, t: self.actor.apply(params, obs, z, r, t)[0]
@@ -111,6 +108,21 @@ class SMFP:
         logp = surrogate_log_prob(x, loc, log_sigma) if self.cfg.entropy else jnp.zeros(x.shape[:-1])
         return Sample(action=jnp.tanh(x), x=x, logp=logp)
 
+    def sample_draws(self, params: dict, obs: jax.Array, key: jax.Array) -> Sample:
+        """entropy_draws K samples per state, shapes (K, B, ...), each with the entropy estimate's
+        log-density: K = 1 the surrogate log p~(a | s, e); K > 1 the log of the mean over the K
+        draws' Gaussians (mixture_log_prob) minus the tanh log-Jacobian, so -E[logp] is a lower
+        bound on the entropy of the policy itself (over e and sigma alike), tighter as K grows."""
+        k = self.cfg.entropy_draws if self.cfg.entropy else 1
+        obs_k = repeat(obs, k)
+        if k == 1:
+            return self.sample(params, obs_k, key)
+        e_key, xi_key = jax.random.split(key)
+        e = jax.random.normal(e_key, obs_k.shape[:-1] + (self.action_size,))
+        loc, log_sigma = self.loc_and_log_sigma(params, obs_k, e)
+        x = loc + jnp.exp(log_sigma) * jax.random.normal(xi_key, loc.shape)
+        return Sample(action=jnp.tanh(x), x=x, logp=mixture_log_prob(x, loc, log_sigma) - tanh_log_det(x))
+
     def act(self, state: SMFPState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
         """Stochastic: the policy sample. Deterministic: the same map without the sigma
         perturbation (still one draw of e, so a multimodal policy keeps its modes)."""
@@ -127,9 +139,12 @@ class SMFP:
         With md_samples = M > 0 only M particles per state are regressed: drawn with replacement in
         proportion to their weights, each weighted sum_j w_j / M. The expected loss equals the full
         weighted sum over the N particles (an unbiased estimate) at M / N of the regression cost.
+        With md_states = f < 1 the step uses a random ceil(f B) of the B states (the B axis of the
+        terms is then that subset): an unbiased estimate of the mean over states at ~f of the cost.
         """
         cfg = self.cfg
         particle_key, noise_key, time_key = jax.random.split(key, 3)
+        obs = state_subset(jax.random.fold_in(key, 2), obs, cfg.md_states)
         obs_n = repeat(obs, cfg.num_particles)
         particles = self.sample(jax.lax.stop_gradient(old_params), obs_n, particle_key)
         x = jax.lax.stop_gradient(particles.x)
@@ -156,15 +171,22 @@ class SMFP:
         """Entropic step E[alpha log p~ - min_k Q_k(s, a)] + beta_md * mirror-descent step."""
         sample_key, md_key = jax.random.split(key)
         s = self.sample(params, obs, sample_key)
-        entropic = jnp.mean(self.alpha(state) * s.logp - self.critic.min_q(critic_params, obs, s.action))
-        info = {"actor/entropic_loss": entropic, "actor/entropy": -jnp.mean(s.logp)}
+        logp = s.logp
+        if self.cfg.entropy and self.cfg.entropy_draws > 1:
+            # the entropy estimate: K draws on a random B / K of the states (as many actor
+            # evaluations as the Q term's B); each term's mean is unbiased for the whole batch
+            k = self.cfg.entropy_draws
+            sub = state_subset(jax.random.fold_in(key, 3), obs, 1.0 / k)
+            logp = self.sample_draws(params, sub, jax.random.fold_in(key, 4)).logp
+        entropic = self.alpha(state) * jnp.mean(logp) - jnp.mean(self.critic.min_q(critic_params, obs, s.action))
+        info = {"actor/entropic_loss": entropic, "actor/entropy": -jnp.mean(logp)}
         loss = entropic
         if self.cfg.beta_md > 0:
             md, md_info = self.md_loss(params, state.old_params, critic_params, obs, md_key)
             loss = loss + self.cfg.beta_md * md
             info.update(md_info)
         info["actor/loss"] = loss
-        return loss, (s.logp, info)
+        return loss, (logp, info)
 
     def refresh_old(self, params: dict, old: dict, updates: jax.Array) -> dict:
         if self.cfg.old_policy == "ema":
@@ -174,20 +196,16 @@ class SMFP:
 
     def update(self, state: SMFPState, batch: Batch, key: jax.Array) -> tuple[SMFPState, dict]:
         next_key, actor_key = jax.random.split(key)
-        nxt = self.sample(state.actor_params, batch.next_obs, next_key)
-        critic, critic_info = self.critic.update(state.critic, batch, nxt.action, -self.alpha(state) * nxt.logp)
+        nxt = self.sample_draws(state.actor_params, batch.next_obs, next_key)  # the first draw's action and its logp
+        critic, critic_info = self.critic.update(state.critic, batch, nxt.action[0], -self.alpha(state) * nxt.logp[0])
 
-        grads, (logp, actor_info) = jax.grad(self.actor_loss, has_aux=True)(state.actor_params, state, critic.params, batch.obs, actor_key)
-        updates, actor_opt = self.actor_opt.update(grads, state.actor_opt, state.actor_params)
-        params = optax.apply_updates(state.actor_params, updates)
-
-        log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
-        if self.cfg.entropy and self.cfg.autotune_alpha:
-            log_alpha, alpha_opt = temperature_step(log_alpha, alpha_opt, self.alpha_opt, logp, self.target_entropy)
+        params, actor_opt, (logp, actor_info) = gradient_step(
+            self.actor_loss, self.actor_opt, state.actor_params, state.actor_opt, state, critic.params, batch.obs, actor_key)
+        temperature = self.temperature.update(state.temperature, logp)
 
         n = state.updates + 1
         new_state = SMFPState(
             actor_params=params, actor_opt=actor_opt, old_params=self.refresh_old(params, state.old_params, n),
-            critic=critic, log_alpha=log_alpha, alpha_opt=alpha_opt, updates=n,
+            critic=critic, temperature=temperature, updates=n,
         )
         return new_state, {**critic_info, **actor_info, "alpha/value": self.alpha(new_state)}
