@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 EnvName = Literal[
     "inverted_pendulum", "inverted_double_pendulum", "reacher", "pusher", "swimmer", "hopper", "halfcheetah",
-    "walker2d", "ant", "humanoid", "humanoidstandup", "bandit", "multigoal",
+    "walker2d", "ant", "humanoid", "humanoidstandup", "bandit", "multigoal", "unevengoal",
 ]
 AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
 
@@ -99,19 +99,20 @@ class SMFPConfig:
     """Entropy term on; off: sigma fixed at fixed_sigma, alpha = 0, no entropy bonus in the critic."""
     fixed_sigma: float = 0.1
     """sigma used when --smfp.no-entropy (0 gives the deterministic MeanFlow ablation, FPMD-M-like)."""
-    entropy_draws: int = 1
+    entropy_draws: int = 4
     """K: draws of the noise e per state for the entropy estimate. 1: the conditional surrogate
-    log N(x; e - u, sigma^2) of each draw. K > 1: each draw's density is the mean over the K
-    draws' Gaussians (a semi-implicit bound), a tighter lower bound on the policy's entropy that
-    also counts the spread across e, at K actor evaluations per state."""
+    log N(x; e - u, sigma^2) of each draw (blind to the spread across e: modes collapse). K > 1:
+    each draw's density is the mean over the K draws' Gaussians (a semi-implicit bound), a
+    tighter lower bound on the policy's entropy that counts the spread across e; the actor's
+    step takes it on a random 1/K of the states, the critic's bonus costs K actor evaluations."""
     beta_md: float = 1.0
     """Weight of the mirror-descent MeanFlow regression in the actor loss (0 turns it off)."""
     num_particles: int = 16
     """Particles per state drawn from the old policy for the mirror-descent step."""
-    md_samples: int = 0
+    md_samples: int = 4
     """0: regress every particle with its weight. M > 0: regress only M particles per state, drawn
     in proportion to their weights (same expected loss, M / num_particles of the regression cost)."""
-    md_states: float = 1.0
+    md_states: float = 0.25
     """Fraction of each minibatch's states that the mirror-descent step uses (a random subset;
     1: all). Its expected loss is the full batch's, at about this fraction of the step's cost."""
     weights: str = "linear"
@@ -172,7 +173,7 @@ class TrainConfig:
     """Train an agent on a batched MJX (or probe) environment; seeds are a vmap axis."""
 
     env: EnvName = "inverted_pendulum"
-    """Environment: a brax MJX task or a pure-JAX probe (bandit, multigoal)."""
+    """Environment: a brax MJX task or a pure-JAX probe (bandit, multigoal, unevengoal)."""
     agent: AgentName = "smfp"
     """Agent: smfp, fpmd-r, fpmd-m or sac."""
     num_envs: int = 16

@@ -72,7 +72,8 @@ PRESETS: dict[str, Preset] = {
     "humanoid": Preset(20_000_000, 1000, 244, 17),
     "humanoidstandup": Preset(20_000_000, 1000, 244, 17),
     "bandit": Preset(4_000, 1, 2, 2),
-    "multigoal": Preset(4_000, 1, 2, 2),
+    "multigoal": Preset(16_000, 1, 2, 2),
+    "unevengoal": Preset(16_000, 1, 2, 2),
 }
 
 TARGET_HOST_SYNCS = 200  # compiled calls per run the auto chunk length aims at

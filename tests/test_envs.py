@@ -5,7 +5,7 @@ import pytest
 
 from mjxflow.envs import ENV_NAMES, EnvState, EpisodeEnv, make_env, rollout_returns
 from mjxflow.envs.brax_envs import BRAX_TASKS
-from mjxflow.envs.probes import Bandit, MultiGoal
+from mjxflow.envs.probes import Bandit, MultiGoal, UnevenGoal
 
 
 class Walk:
@@ -104,22 +104,39 @@ def test_bandit_optimum_is_known():
     assert np.all(worse < 1.0)
 
 
-def test_multigoal_has_equal_separated_modes():
-    env = MultiGoal()
+@pytest.mark.parametrize("env", [MultiGoal(), UnevenGoal()], ids=["multigoal", "unevengoal"])
+def test_multigoal_has_equal_separated_modes(env):
     goals = np.asarray(env.goals)
     assert len(goals) >= 3
     values = np.asarray(env.reward(env.goals))
-    np.testing.assert_allclose(values, values[0], rtol=1e-6)
+    np.testing.assert_allclose(values, values[0], rtol=0.01)
     assert values[0] > 0.99
-    # between two neighbouring goals the reward falls below a quarter of the peak: separate modes
-    mid = (goals[0] + goals[1]) / 2
-    assert float(env.reward(jnp.asarray(mid))) < 0.25 * values[0]
+    # between any two goals the reward falls below a quarter of the peak: separate modes
+    for i in range(len(goals)):
+        for j in range(i):
+            assert float(env.reward(jnp.asarray((goals[i] + goals[j]) / 2))) < 0.25 * values[0]
     # every goal is a local maximum of the reward
     for g in goals:
         for d in ([0.05, 0], [0, 0.05], [-0.05, 0], [0, -0.05]):
             assert float(env.reward(jnp.asarray(g + np.array(d)))) < float(env.reward(jnp.asarray(g)))
     modes = np.asarray(env.mode_of(jnp.concatenate([env.goals, jnp.zeros((1, 2))])))
     assert list(modes) == list(range(len(goals))) + [-1]
+    # the mode regions do not overlap
+    radii = np.asarray(env.mode_radii)
+    assert all(np.linalg.norm(goals[i] - goals[j]) > radii[i] + radii[j] for i in range(len(goals)) for j in range(i))
+
+
+def test_unevengoal_modes_differ_in_width_and_distance():
+    env = UnevenGoal()
+    widths, dist = np.asarray(env.widths), np.linalg.norm(np.asarray(env.goals), axis=-1)
+    assert widths.max() / widths.min() > 1.5 and dist.max() / dist.min() > 1.3
+    # the soft-optimal masses exp(r / alpha) at small alpha, by quadrature: unequal, each over 10%
+    g = np.linspace(-1, 1, 801)
+    a = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2))
+    p = np.exp((np.asarray(env.reward(a)) - 1) / 0.02)
+    modes = np.asarray(env.mode_of(a))
+    mass = np.array([p[modes == k].sum() for k in range(3)]) / p.sum()
+    assert mass.min() > 0.12 and mass.max() > 2.5 * mass.min(), mass
 
 
 @pytest.mark.parametrize("name", ["inverted_pendulum"])

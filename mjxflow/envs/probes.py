@@ -61,18 +61,19 @@ class MultiGoal:
     def __init__(self, num_goals: int = 4, radius: float = 0.6, width: float = 0.2, mode_radius: float = 0.25):
         angles = [2 * math.pi * (k + 0.5) / num_goals for k in range(num_goals)]
         self.goals = jnp.array([[radius * math.cos(t), radius * math.sin(t)] for t in angles], jnp.float32)
-        self.width = width
-        self.mode_radius = mode_radius
+        self.widths = jnp.full((num_goals,), width, jnp.float32)
+        self.mode_radii = jnp.full((num_goals,), mode_radius, jnp.float32)
 
     def reward(self, action: jax.Array) -> jax.Array:
         d2 = jnp.sum((action[..., None, :] - self.goals) ** 2, axis=-1)
-        return jnp.sum(jnp.exp(-d2 / (2 * self.width**2)), axis=-1)
+        return jnp.sum(jnp.exp(-d2 / (2 * self.widths**2)), axis=-1)
 
     def mode_of(self, actions: jax.Array) -> jax.Array:
-        """Index of the goal within `mode_radius` of each action, or -1 when none is."""
+        """Index of the goal whose mode radius holds each action (the nearest such goal), or -1."""
         d = jnp.linalg.norm(actions[..., None, :] - self.goals, axis=-1)
-        nearest = jnp.argmin(d, axis=-1)
-        return jnp.where(jnp.min(d, axis=-1) < self.mode_radius, nearest, -1)
+        inside = d < self.mode_radii
+        nearest = jnp.argmin(jnp.where(inside, d, jnp.inf), axis=-1)
+        return jnp.where(jnp.any(inside, axis=-1), nearest, -1)
 
     def reset(self, key: jax.Array) -> EnvState:
         del key
@@ -82,4 +83,19 @@ class MultiGoal:
         return EnvState(inner=state.inner, obs=state.obs, reward=self.reward(action), terminated=jnp.ones(()))
 
 
-PROBES = {"bandit": Bandit, "multigoal": MultiGoal}
+class UnevenGoal(MultiGoal):
+    """Multigoal with modes that are not alike: three goals of peak reward 1 at unequal distances
+    from the centre and of unequal widths (wide and far, narrow and near, medium), each counted
+    within twice its width. Every goal is optimal, but a soft-optimal policy exp(Q / alpha) gives
+    each a mass that grows with its width (about 54%, 16% and 29% in the small-alpha limit), so a
+    method tuned to four identical, symmetric bumps meets basins of different sizes here."""
+
+    name = "unevengoal"
+
+    def __init__(self):
+        self.goals = jnp.array([[0.55, 0.35], [-0.2, 0.45], [-0.35, -0.55]], jnp.float32)
+        self.widths = jnp.array([0.22, 0.12, 0.16], jnp.float32)
+        self.mode_radii = 2.0 * self.widths
+
+
+PROBES = {"bandit": Bandit, "multigoal": MultiGoal, "unevengoal": UnevenGoal}
