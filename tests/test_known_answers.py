@@ -182,6 +182,8 @@ def test_mode_coverage_recovers_known_fractions():
 
 
 def smfp(**switches):
+    """A small SMFP with the full mirror-descent step and the conditional surrogate unless switched."""
+    switches = {"md_samples": 0, "md_states": 1.0, "entropy_draws": 1, **switches}
     cfg = SMFPConfig(actor_hidden=(16, 16), num_particles=8, **switches)
     return make_agent(dataclasses.replace(tiny_config(agent="smfp"), smfp=cfg, critic=CriticConfig(hidden=(16,))), 2, 2)
 
@@ -219,18 +221,32 @@ def _actor_grad(agent, state):
     return jax.grad(lambda p: agent.actor_loss(p, state, state.critic.params, OBS, jax.random.PRNGKey(3))[0])(state.actor_params)
 
 
-def test_beta_md_scales_exactly_the_mirror_descent_gradient():
+@pytest.mark.parametrize("draws", [1, 4])
+def test_beta_md_scales_exactly_the_mirror_descent_gradient(draws):
     """grad(L_entropic + beta L_md) for beta = 0, 1, 2: beta 0 is the entropic gradient alone, and the
-    difference is linear in beta."""
-    agents = {b: smfp(beta_md=b) for b in (0.0, 1.0, 2.0)}
+    difference is linear in beta. The entropic term written out: alpha E[log p] - E[min Q], with log p
+    the surrogate (1 draw) or, for K draws on a random 1/K of the states, the mean of the K Gaussians."""
+    from mjxflow.agents.generative import state_subset
+    from mjxflow.distributions import mixture_log_prob, tanh_log_det
+
+    agents = {b: smfp(beta_md=b, entropy_draws=draws) for b in (0.0, 1.0, 2.0)}
     state = trained_actor(agents[1.0])
     g = {b: _actor_grad(a, state) for b, a in agents.items()}
     a0 = agents[0.0]
-    sample_key, md_key = jax.random.split(jax.random.PRNGKey(3))
+    key = jax.random.PRNGKey(3)
+    sample_key, md_key = jax.random.split(key)
 
     def entropic(p):
         s = a0.sample(p, OBS, sample_key)
-        return jnp.mean(a0.alpha(state) * s.logp - a0.critic.min_q(state.critic.params, OBS, s.action))
+        logp = s.logp
+        if draws > 1:
+            sub = jnp.broadcast_to(state_subset(jax.random.fold_in(key, 3), OBS, 1 / draws), (draws, 32 // draws, 2))
+            e_key, xi_key = jax.random.split(jax.random.fold_in(key, 4))
+            e = jax.random.normal(e_key, (draws, 32 // draws, 2))
+            loc, log_sigma = a0.loc_and_log_sigma(p, sub, e)
+            x = loc + jnp.exp(log_sigma) * jax.random.normal(xi_key, loc.shape)
+            logp = mixture_log_prob(x, loc, log_sigma) - tanh_log_det(x)
+        return a0.alpha(state) * jnp.mean(logp) - jnp.mean(a0.critic.min_q(state.critic.params, OBS, s.action))
 
     def md(p):
         return a0.md_loss(p, state.old_params, state.critic.params, OBS, md_key)[0]
@@ -359,7 +375,7 @@ def test_smfp_cheap_md_step_gives_the_full_weighted_loss_in_expectation(cheap):
 @pytest.mark.parametrize("dist, frac", [("logit_normal", 1.0), ("uniform", 0.25)])
 def test_md_times_follow_the_configured_sampler(dist, frac):
     agent = make_agent(dataclasses.replace(tiny_config(agent="smfp"), critic=CriticConfig(hidden=(16,)), smfp=SMFPConfig(
-        actor_hidden=(16,), num_particles=64, times=dataclasses.replace(SMFPConfig().times, dist=dist, frac_r_neq_t=frac))), 2, 2)
+        actor_hidden=(16,), num_particles=64, md_samples=0, md_states=1.0, times=dataclasses.replace(SMFPConfig().times, dist=dist, frac_r_neq_t=frac))), 2, 2)
     state = agent.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (256, 2))
     terms = agent.md_terms(state.actor_params, state.old_params, state.critic.params, obs, jax.random.PRNGKey(2))
