@@ -50,6 +50,7 @@ class MDTerms(struct.PyTreeNode):
     r: jax.Array
     t: jax.Array
     err: jax.Array
+    w_max: jax.Array  # (B,): each state's largest weight among all N particles (before any resampling)
 
 
 def surrogate_log_prob(x: jax.Array, loc: jax.Array, log_sigma: jax.Array) -> jax.Array:
@@ -150,6 +151,7 @@ class SMFP:
         x = jax.lax.stop_gradient(particles.x)
         q = jax.lax.stop_gradient(self.critic.min_q(critic_params, obs_n, particles.action))  # (N, B)
         w = exp_weights(q, cfg.md_lambda) if cfg.weights == "exp" else linear_weights(q, cfg.md_baseline)
+        w_max = jnp.max(w, axis=0)
         if cfg.md_samples > 0:
             x, q, w = resample(jax.random.fold_in(key, 1), x, q, w, cfg.md_samples)
             obs_n = repeat(obs, cfg.md_samples)
@@ -159,13 +161,13 @@ class SMFP:
         u_fn = self.u_fn(params, obs_n)
         target = flows.meanflow_target(u_fn, z, r, t, v)
         err = jnp.sum((u_fn(z, r, t) - target) ** 2, axis=-1)
-        return MDTerms(x=x, q=q, w=w, r=r, t=t, err=err)
+        return MDTerms(x=x, q=q, w=w, r=r, t=t, err=err, w_max=w_max)
 
     def md_loss(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """sum_j w_j ||u(s, z_t, r, t) - sg(u_tgt)||^2 over the particles, averaged over states."""
         terms = self.md_terms(params, old_params, critic_params, obs, key)
         loss = jnp.mean(jnp.sum(terms.w * terms.err, axis=0))
-        return loss, {"actor/md_loss": loss, "actor/md_weight_max": jnp.mean(jnp.max(terms.w, axis=0))}
+        return loss, {"actor/md_loss": loss, "actor/md_weight_max": jnp.mean(terms.w_max)}
 
     def actor_loss(self, params: dict, state: SMFPState, critic_params: dict, obs: jax.Array, key: jax.Array):
         """Entropic step E[alpha log p~ - min_k Q_k(s, a)] + beta_md * mirror-descent step."""
