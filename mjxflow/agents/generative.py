@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -62,7 +64,7 @@ def state_subset(key: jax.Array, obs: jax.Array, frac: float) -> jax.Array:
 
 def num_subset(batch: int, frac: float) -> int:
     """States the mirror-descent step of a batch of `batch` states uses: ceil(frac * batch), >= 1."""
-    return min(batch, max(1, -(-int(round(frac * batch * 1e6)) // 1_000_000)))
+    return min(batch, max(1, math.ceil(round(frac * batch, 6))))  # round: 0.07 * 100 is 7.000000000000001
 
 
 def best_of_n(actions: jax.Array, q: jax.Array) -> jax.Array:

@@ -99,13 +99,18 @@ class SMFP:
             log_sigma = jnp.full_like(log_sigma, math.log(max(self.cfg.fixed_sigma, 1e-30)))
         return e - u, log_sigma
 
-    def sample(self, params: dict, obs: jax.Array, key: jax.Array, noise_scale: float = 1.0) -> Sample:
-        """One-step stochastic sample (one network evaluation) and its surrogate log-density."""
+    def draw(self, params: dict, obs: jax.Array, key: jax.Array, noise_scale: float = 1.0) -> tuple[jax.Array, ...]:
+        """One-step stochastic pre-squash sample x (one network evaluation) with the mean and log
+        sigma of its Gaussian given the noise e."""
         e_key, xi_key = jax.random.split(key)
         e = jax.random.normal(e_key, obs.shape[:-1] + (self.action_size,))
         loc, log_sigma = self.loc_and_log_sigma(params, obs, e)
         sigma = jnp.exp(log_sigma) if (self.cfg.entropy or self.cfg.fixed_sigma > 0) else jnp.zeros_like(loc)
-        x = loc + noise_scale * sigma * jax.random.normal(xi_key, loc.shape)
+        return loc + noise_scale * sigma * jax.random.normal(xi_key, loc.shape), loc, log_sigma
+
+    def sample(self, params: dict, obs: jax.Array, key: jax.Array, noise_scale: float = 1.0) -> Sample:
+        """One-step stochastic sample (one network evaluation) and its surrogate log-density."""
+        x, loc, log_sigma = self.draw(params, obs, key, noise_scale)
         logp = surrogate_log_prob(x, loc, log_sigma) if self.cfg.entropy else jnp.zeros(x.shape[:-1])
         return Sample(action=jnp.tanh(x), x=x, logp=logp)
 
@@ -118,10 +123,7 @@ class SMFP:
         obs_k = repeat(obs, k)
         if k == 1:
             return self.sample(params, obs_k, key)
-        e_key, xi_key = jax.random.split(key)
-        e = jax.random.normal(e_key, obs_k.shape[:-1] + (self.action_size,))
-        loc, log_sigma = self.loc_and_log_sigma(params, obs_k, e)
-        x = loc + jnp.exp(log_sigma) * jax.random.normal(xi_key, loc.shape)
+        x, loc, log_sigma = self.draw(params, obs_k, key)
         return Sample(action=jnp.tanh(x), x=x, logp=mixture_log_prob(x, loc, log_sigma) - tanh_log_det(x))
 
     def act(self, state: SMFPState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
