@@ -10,6 +10,9 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
 - latency: one jitted action batch (1 and 4096 states by default), deterministic policy; FPMD-R
            also with latency_steps (20) Euler steps, the sampler its paper trains with.
 - sweep:   wall time of S vmapped seeds against S times one seed (efficiency = S * t(1) / t(S)).
+- devices: one seed sweep (S = every device, or --seeds' largest value if larger) on 1, 2, ... all
+           devices (each count that splits S): env steps/s of all seeds, the speed-up over one device
+           and the scaling efficiency (speed-up / devices). Not in the default set.
 - headline: the config `python -m mjxflow.train --env E --agent A --num-envs N` resolves to, for a
            few iterations: env steps/s, updates/s, one evaluation's time and its share of a whole
            run (all its evaluations against all its iterations), and peak memory (the device's
@@ -47,7 +50,7 @@ from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, make_env
 
-MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update")
+MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update", "devices")
 DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
 
 
@@ -158,7 +161,7 @@ def measure_headline(cfg: BenchConfig, agent: str, num_envs: int, log=print) -> 
     chunk = loop.make_train_chunk(max(fill, cfg.iters))  # one program for the warm-up and the timed chunks
     timed = lambda st: chunk(st, cfg.iters)
     t = time.perf_counter()
-    state, _ = jax.block_until_ready(chunk(jax.jit(loop.init)(), fill))
+    state, _ = jax.block_until_ready(chunk(loop.initial_state(), fill))
     state, _ = jax.block_until_ready(timed(state))  # past the envs' first steps
     evaluate = loop.make_evaluate_all(tc.eval_episodes)
     jax.block_until_ready(evaluate(state))
@@ -223,12 +226,14 @@ class Stateful:
         return self.state
 
 
-def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1, with_floor: bool = False) -> dict:
-    """Fused-loop throughput; with_floor adds the env-only and updates-only times per iteration."""
-    tc = train_config(cfg, agent, num_envs, num_seeds)
+def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1, with_floor: bool = False,
+                     devices: int | None = 1) -> dict:
+    """Fused-loop throughput; with_floor adds the env-only and updates-only times per iteration.
+    The seeds are placed on `devices` devices (1 by default; None: every device that splits them)."""
+    tc = dataclasses.replace(train_config(cfg, agent, num_envs, num_seeds), devices=devices)
     loop = build_loop(tc)
     chunk = loop.make_train_chunk(cfg.iters)
-    state = jax.jit(loop.init)()
+    state = loop.initial_state()
     t = time.perf_counter()
     state, _ = jax.block_until_ready(chunk(state))  # compile, fill the replay past its minimum
     compile_s = time.perf_counter() - t
@@ -389,6 +394,33 @@ def latency_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measure_devices(cfg: BenchConfig, log=print) -> list[dict]:
+    """The same seed sweep on each device count that splits it (see the module docstring)."""
+    from mjxflow.parallel import working_counts
+    seeds = max(jax.device_count(), max(cfg.seeds))
+    n = cfg.num_envs[0]
+    rows = []
+    for d in working_counts(seeds, jax.device_count()):
+        log(f"  measuring {seeds} seeds of {cfg.sweep_agent} at {n} envs on {d} device{'s' * (d > 1)} ...", flush=True)
+        r = measure_training(cfg, cfg.sweep_agent, n, seeds, devices=d)
+        r["devices"] = d
+        rows.append(r)
+    base = rows[0]["env_steps_per_s"]["median"]
+    for r in rows:
+        r["speedup"] = r["env_steps_per_s"]["median"] / base
+        r["efficiency"] = r["speedup"] / r["devices"]
+    return rows
+
+
+def devices_table(rows: list[dict]) -> str:
+    lines = ["| devices | seeds | env steps/s (all seeds) | speed-up over 1 device | scaling efficiency |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['devices']} | {r['seeds']} | {_fmt_rate(r['env_steps_per_s'])} | {r['speedup']:.2f} | "
+                     f"{r['efficiency']:.2f} |")
+    return "\n".join(lines)
+
+
 def sweep_table(rows: list[dict]) -> str:
     t1 = next((r["chunk_s"] for r in rows if r["seeds"] == 1), None)
     lines = ["| seeds S | wall per chunk (s) | S x one seed (s) | efficiency S*t(1)/t(S) | env steps/s (all seeds) |",
@@ -501,6 +533,11 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             r["chunk_s"] = r["iteration_s"] * cfg.iters
             rows.append(r)
         section(f"Seed sweep ({cfg.sweep_agent}, {n} envs per seed, vmapped seeds)", "sweep", rows, sweep_table(rows))
+
+    if "devices" in cfg.measure:
+        rows = measure_devices(cfg, log)
+        section(f"Seeds over devices ({cfg.sweep_agent}, {cfg.num_envs[0]} envs per seed, "
+                f"{jax.devices()[0].platform})", "devices", rows, devices_table(rows))
 
     if "headline" in cfg.measure:
         rows = []

@@ -14,6 +14,7 @@ release or setup. Resuming uses the newest readable checkpoint and moves newer u
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -98,8 +99,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay:
 def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop, template: TrainState | None = None) -> tuple[TrainState, bool]:
     """The state saved at `step`, and whether its replay buffer was in the checkpoint (if not,
     the buffer comes back empty and the loop refills it with random actions). `template`: the
-    state's shapes (jax.eval_shape(loop.init)), traced here when not given."""
-    template = jax.eval_shape(loop.init) if template is None else template
+    state's shapes with their shardings (loop.state_shapes()), so the arrays are read straight onto
+    the devices this loop places them on, whatever device count wrote them."""
+    template = loop.state_shapes() if template is None else template
     items = {"state": ocp.args.StandardRestore(_pack(_without_replay(template)))}
     has_replay = os.path.isdir(os.path.join(str(mngr.directory), str(step), "replay"))
     if has_replay:
@@ -110,7 +112,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop, template: TrainS
         replay = _unpack(template.seeds.replay, restored["replay"])
     else:
         replay = jax.jit(jax.vmap(lambda _: loop.init_replay()))(jnp.arange(loop.cfg.num_seeds))
-    return state.replace(seeds=state.seeds.replace(replay=replay)), has_replay
+    return loop.placement.put(state.replace(seeds=state.seeds.replace(replay=replay))), has_replay
 
 
 def _reason(e: Exception) -> str:
@@ -186,7 +188,7 @@ def incompatibility(run_dir: str, step: int, template: TrainState) -> str | None
     """Why a checkpoint cannot be read, found before reading its arrays (orbax, asked to read
     arrays of the wrong shape or from damaged metadata, leaves pages of tracebacks behind): an
     incompatible release or setup, damaged metadata, or None when it looks readable. `template`:
-    the expected state's shapes (jax.eval_shape(loop.init))."""
+    the expected state's shapes (loop.state_shapes())."""
     meta = saved_meta(run_dir, step)
     writer = "a release without a format record" if meta is None else \
         f"mjxflow {meta.get('mjxflow', '?')}, format {meta.get('format', '?')}"
@@ -210,7 +212,7 @@ def incompatibility(run_dir: str, step: int, template: TrainState) -> str | None
 
 def read_checkpoint(mngr: ocp.CheckpointManager, run_dir: str, step: int, loop: Loop) -> tuple[TrainState, bool]:
     """restore() after checking the checkpoint's layout; ValueError saying why it cannot be read."""
-    template = jax.eval_shape(loop.init)
+    template = loop.state_shapes()
     with QuietReads() as quiet:
         why = incompatibility(run_dir, step, template)
         quiet.failed = why is not None
@@ -283,7 +285,7 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
         step = max(steps)
     elif step not in steps:
         raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {sorted(steps)}")
-    loop = build_loop(cfg)
+    loop = build_loop(dataclasses.replace(cfg, devices=None))  # onto the devices this process has
     try:
         state, _ = read_checkpoint(mngr, run_dir, step, loop)
     except UnreadableCheckpoint as e:

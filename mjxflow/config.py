@@ -20,6 +20,25 @@ AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Several processes (hosts) in one run through jax.distributed: the seeds span every
+    process's devices; process 0 alone writes logs, plots and metrics."""
+
+    coordinator_address: str | None = None
+    """HOST:PORT of process 0's coordinator; set it (with the two below) on every process."""
+    num_processes: int | None = None
+    """How many processes take part."""
+    process_id: int | None = None
+    """This process's index, 0 .. num_processes - 1."""
+    auto: bool = False
+    """Let JAX read all three from the cluster launcher (SLURM, Open MPI, ...)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.auto or self.coordinator_address is not None
+
+
+@dataclass(frozen=True)
 class CriticConfig:
     """The Q ensemble shared by every agent (clipped double Q by default)."""
 
@@ -181,6 +200,10 @@ class TrainConfig:
     mjxflow.scale and the README)."""
     num_seeds: int = 2
     """Seeds trained at once, as one vmapped program."""
+    devices: int | None = None
+    """Devices the seeds are spread over (jax.sharding; results equal one device's to float
+    rounding); auto: every device the seed count splits evenly over. Not kept on --resume: a resumed run (or
+    evaluate) uses the devices it finds unless this is given again."""
     seed: int = 0
     """Base random seed; seed i of the sweep uses split(PRNGKey(seed), num_seeds)[i]."""
     total_steps: int | None = None
@@ -245,6 +268,9 @@ class TrainConfig:
     """SMFP hyper-parameters (used when --agent smfp)."""
     fpmd: FPMDConfig = field(default_factory=FPMDConfig)
     """FPMD-R / FPMD-M hyper-parameters (used when --agent fpmd-r or fpmd-m)."""
+
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Multi-process runs (jax.distributed); off by default. Not kept on --resume."""
 
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""
@@ -381,9 +407,33 @@ def check_fpmd(cfg: FPMDConfig) -> None:
     check_times("fpmd", cfg.times)
 
 
+def check_distributed(d: DistributedConfig) -> None:
+    given = {"--distributed.coordinator-address": d.coordinator_address, "--distributed.num-processes": d.num_processes,
+             "--distributed.process-id": d.process_id}
+    if d.auto:
+        if any(v is not None for v in given.values()):
+            raise ValueError("--distributed.auto reads the coordinator, process count and id from the cluster; "
+                             "give either it or the three --distributed.* values, not both")
+        return
+    if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
+        missing = ", ".join(k for k, v in given.items() if v is None)
+        raise ValueError(f"a multi-process run needs all of --distributed.coordinator-address, --distributed.num-processes "
+                         f"and --distributed.process-id; missing: {missing}")
+    if d.coordinator_address is None:
+        return
+    host, _, port = d.coordinator_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--distributed.coordinator-address must be HOST:PORT, got {d.coordinator_address!r}")
+    if not (isinstance(d.num_processes, int) and d.num_processes >= 1):
+        raise ValueError(f"--distributed.num-processes must be a positive integer, got {d.num_processes!r}")
+    if not (isinstance(d.process_id, int) and 0 <= d.process_id < d.num_processes):
+        raise ValueError(f"--distributed.process-id must be in 0 .. {d.num_processes - 1}, got {d.process_id!r}")
+
+
 def check_options(cfg: TrainConfig) -> None:
     """ValueError for the first bad option of the critic or of any agent (all are checked, so a
     typo in another agent's option is caught as well; it would be recorded in config.json)."""
+    check_distributed(cfg.distributed)
     check_critic(cfg.critic)
     check_sac(cfg.sac)
     check_smfp(cfg.smfp)

@@ -106,15 +106,17 @@ def _replace(path: str, write) -> None:
     os.replace(tmp, path)
 
 
-def truncate_metrics(run_dir: str, max_env_steps: int) -> list[dict]:
+def truncate_metrics(run_dir: str, max_env_steps: int, write: bool = True) -> list[dict]:
     """Keep only the rows up to `max_env_steps` (the checkpoint a run resumes from) in
     metrics.jsonl and metrics.csv, so rows a crashed run logged after its last checkpoint are not
     doubled when the resumed run logs them again. The csv is rebuilt from the jsonl. Returns the
-    rows kept."""
+    rows kept (`write` False: only returns them, changing nothing)."""
     writer = MetricsWriter(run_dir)
     if not os.path.exists(writer.jsonl_path):
         return []
     rows = [r for r in read_jsonl(writer.jsonl_path) if r["env_steps"] <= max_env_steps]
+    if not write:
+        return rows
     _replace(writer.jsonl_path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
     fields = writer.fields or list(dict.fromkeys(k for r in rows for k in r))
 

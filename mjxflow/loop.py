@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mjxflow import normalizer, replay as replay_lib
+from mjxflow import normalizer, parallel, replay as replay_lib
 from mjxflow.agents import Agent, make_agent
 from mjxflow.config import TrainConfig
 from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, rollout_returns
@@ -53,7 +53,7 @@ class TrainState(struct.PyTreeNode):
 class Loop:
     """Static pieces of a run (config, env, agent) and the pure functions built from them."""
 
-    def __init__(self, cfg: TrainConfig, env: Env, agent: Agent):
+    def __init__(self, cfg: TrainConfig, env: Env, agent: Agent, placement: parallel.Placement | None = None):
         unresolved = [f for f in ("total_steps", "replay_size", "min_replay", "batch_size", "updates_per_iter",
                                   "chunk_iters") if getattr(cfg, f) is None]
         if unresolved:
@@ -63,6 +63,10 @@ class Loop:
         self.agent = agent
         self.episode_env = EpisodeEnv(env, cfg.episode_length)
         self.total_iters = cfg.iterations  # exactly ceil(total_steps / num_envs)
+        if placement is None:
+            placement = parallel.Placement(parallel.device_count(cfg.num_seeds, cfg.devices))
+        self.placement = placement  # the seed axis over devices (mjxflow.parallel)
+        self._state_shapes = None
 
     # ---- state ---------------------------------------------------------------------------------
     def replay_bytes_per_seed(self) -> int:
@@ -80,10 +84,41 @@ class Loop:
             agent=self.agent.init(agent_key), norm=norm, envs=envs, replay=self.init_replay(), key=key, eval_key=eval_key
         )
 
+    def seed_keys(self) -> jax.Array:
+        """Seed i starts from split(PRNGKey(cfg.seed), num_seeds)[i]."""
+        return jax.random.split(jax.random.PRNGKey(self.cfg.seed), self.cfg.num_seeds)
+
+    def init_seeds(self, keys: jax.Array) -> TrainState:
+        """The fresh state of the seeds whose keys are given (all of them, or one device's share)."""
+        return TrainState(seeds=self.over_seeds(self.init_seed)(keys), iteration=jnp.zeros((), jnp.int32))
+
     def init(self) -> TrainState:
-        """The state of a fresh run; seed i starts from split(PRNGKey(cfg.seed), num_seeds)[i]."""
-        keys = jax.random.split(jax.random.PRNGKey(self.cfg.seed), self.cfg.num_seeds)
-        return TrainState(seeds=jax.vmap(self.init_seed)(keys), iteration=jnp.zeros((), jnp.int32))
+        """The state of a fresh run, every seed in one program (see initial_state for the placed one)."""
+        return self.init_seeds(self.seed_keys())
+
+    @staticmethod
+    def over_seeds(fn: Callable) -> Callable:
+        """fn vmapped over the leading (seed) axis of its arguments."""
+        return jax.vmap(fn)
+
+    def per_device(self, fn: Callable, in_specs, out_specs) -> Callable:
+        """fn run by each device on its own seeds (shard_map over the run's devices)."""
+        return self.placement.per_device(fn, in_specs, out_specs)
+
+    @property
+    def state_specs(self):
+        return self.placement.state_specs(self.state_shapes())
+
+    def state_shapes(self) -> TrainState:
+        """ShapeDtypeStructs of the run's state, each with its sharding (checkpoint restore targets)."""
+        if self._state_shapes is None:
+            self._state_shapes = self.placement.shapes(jax.eval_shape(self.init))
+        return self._state_shapes
+
+    def initial_state(self) -> TrainState:
+        """The fresh state built on the run's devices, each device initialising its own seeds."""
+        keys = self.placement.from_host(jax.device_get(self.seed_keys()))  # every process computes the same keys
+        return jax.jit(self.per_device(self.init_seeds, parallel.P(parallel.SEED), self.state_specs))(keys)
 
     # ---- per-seed pieces -------------------------------------------------------------------------
     def normalize(self, norm: RunningStats, obs: jax.Array) -> jax.Array:
@@ -136,15 +171,15 @@ class Loop:
     def iterate(self, ts: TrainState) -> tuple[TrainState, dict]:
         """One iteration for every seed: collect, and learn once the replay holds min_replay."""
         random_actions = ts.seeds.replay.size[0] < self.cfg.min_replay
-        seeds, info = jax.vmap(self.collect, in_axes=(0, None))(ts.seeds, random_actions)
+        seeds, info = self.over_seeds(lambda s: self.collect(s, random_actions))(ts.seeds)
 
         ready = seeds.replay.size[0] >= self.cfg.min_replay
-        learn = jax.vmap(self.learn)
+        learn = self.over_seeds(self.learn)
         learn_shape = jax.eval_shape(learn, seeds)[1]
         skip = lambda s: (s, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), learn_shape))
         seeds, learn_info = jax.lax.cond(ready, learn, skip, seeds)
 
-        learned = jnp.broadcast_to(ready, (self.cfg.num_seeds,))
+        learned = jnp.broadcast_to(ready, info["train/episodes"].shape)  # (seeds,)
         metrics = {**info, **learn_info, "check/learned": learned}
         it = ts.iteration + 1
         return TrainState(seeds=seeds, iteration=it), metrics
@@ -174,10 +209,14 @@ class Loop:
 
             n = jnp.minimum(n, length)
             _, ts, metrics = jax.lax.while_loop(lambda c: c[0] < n, body, (jnp.zeros((), jnp.int32), ts, buf))
-            metrics["check/state_finite"] = jax.vmap(all_finite)((ts.seeds.agent, ts.seeds.norm))
+            metrics["check/state_finite"] = self.over_seeds(lambda s: all_finite((s.agent, s.norm)))(ts.seeds)
             return ts, metrics
 
-        jitted = jax.jit(chunk, donate_argnums=0)
+        shapes = jax.eval_shape(chunk, self.state_shapes(), jnp.zeros((), jnp.int32))[1]
+        metric_specs = parallel.Placement.seed_axis_specs(shapes, axis=1)  # (iterations, seeds)
+        metric_specs["check/state_finite"] = parallel.P(parallel.SEED)
+        jitted = jax.jit(self.per_device(chunk, (self.state_specs, parallel.P()), (self.state_specs, metric_specs)),
+                         donate_argnums=0)
         full = jnp.asarray(length, jnp.int32)  # on the device already: a full chunk moves nothing
 
         def run(ts: TrainState, n: int | jax.Array | None = None):
@@ -196,13 +235,14 @@ class Loop:
         episodes as the in-loop evaluation of that iteration when num_episodes == cfg.eval_envs."""
 
         def evaluate_all(ts: TrainState) -> jax.Array:
-            return jax.vmap(self.evaluate, in_axes=(0, None, None))(ts.seeds, ts.iteration, num_episodes)
+            return self.over_seeds(lambda s: self.evaluate(s, ts.iteration, num_episodes))(ts.seeds)
 
-        return jax.jit(evaluate_all)
+        return jax.jit(self.per_device(evaluate_all, (self.state_specs,), parallel.P(parallel.SEED)))
 
 
-def build_loop(cfg: TrainConfig) -> Loop:
-    """The env, agent and loop of a config, its auto options resolved (nothing is compiled)."""
+def build_loop(cfg: TrainConfig, placement: parallel.Placement | None = None) -> Loop:
+    """The env, agent and loop of a config, its auto options resolved (nothing is compiled); its
+    seeds placed by `placement` (default: over the devices `cfg.devices` asks for, auto: all)."""
     env = make_env(cfg.env)
     cfg = resolve(cfg, env.obs_size, env.action_size)
-    return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
+    return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size), placement)

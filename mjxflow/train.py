@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from mjxflow import checkpoint
+from mjxflow import checkpoint, parallel
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
-from mjxflow.config import TrainConfig, check_options, load_json, save_json, to_dict
+from mjxflow.config import DistributedConfig, TrainConfig, check_options, load_json, save_json, to_dict
 from mjxflow.envs import check_env_name
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
@@ -36,7 +36,8 @@ from mjxflow.scale import derived, derived_table, resolve, schedule
 # Fields a resumed run may change: they affect evaluation, logging and saving, not training.
 RESUMABLE_CHANGES = frozenset(
     {"total_steps", "resume", "overwrite", "restart", "print_config", "num_evals", "eval_episodes", "chunk_iters",
-     "num_checkpoints", "keep_checkpoints", "save_replay", "compile_cache", "run_name", "runs_dir", "replay_gib_per_seed"}
+     "num_checkpoints", "keep_checkpoints", "save_replay", "compile_cache", "run_name", "runs_dir", "replay_gib_per_seed",
+     "devices", "distributed"}
 )
 
 # The nested option group of each agent: `--sac.actor-lr` belongs to --agent sac only.
@@ -122,7 +123,8 @@ def _with_saved_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
     path = os.path.join(cfg.resume, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"--resume {cfg.resume!r} is not a run directory (no config.json)")
-    saved = load_json(path)
+    # the devices and processes of this launch, unless given again
+    saved = dataclasses.replace(load_json(path), devices=None, distributed=DistributedConfig())
     cfg = parse(TrainConfig, argv, default=saved)
     changed = [f"{'.'.join(path)}: {a!r} -> {b!r}" for path, a, b in config_differences(saved, cfg)
                if path[0] not in RESUMABLE_CHANGES]
@@ -134,7 +136,7 @@ def _with_saved_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
 
 def available_memory() -> tuple[int | None, str]:
     """Bytes free on the device that holds the run, and its name (None when unknown)."""
-    dev = jax.devices()[0]
+    dev = jax.local_devices()[0]
     stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"{dev.platform} device {dev.id}"
@@ -147,19 +149,22 @@ def available_memory() -> tuple[int | None, str]:
 
 
 def check_memory(cfg: TrainConfig, loop: Loop, free: int | None = None, where: str | None = None) -> None:
-    """ConfigError when the replay buffers of all seeds would not fit in the device's free memory.
-    On the CPU a checkpoint copies the buffer once more while it is written."""
+    """ConfigError when the replay buffers of the seeds one device holds would not fit in its free
+    memory. On the CPU every device shares the host's memory, and a checkpoint copies the buffer
+    once more while it is written."""
     if free is None:
         free, where = available_memory()
     if free is None:
         return
     per_seed = loop.replay_bytes_per_seed()
-    copies = 2 if cfg.save_replay and jax.devices()[0].platform == "cpu" else 1
-    need = per_seed * cfg.num_seeds * copies
+    cpu = jax.local_devices()[0].platform == "cpu"
+    copies = 2 if cfg.save_replay and cpu else 1
+    seeds_here = cfg.num_seeds if cpu else cfg.num_seeds // loop.placement.num_devices
+    need = per_seed * seeds_here * copies
     if need > free:
         gib = 2**30
         raise ConfigError(
-            f"--replay-size {cfg.replay_size:,} needs {need / gib:,.1f} GiB for {cfg.num_seeds} seeds "
+            f"--replay-size {cfg.replay_size:,} needs {need / gib:,.1f} GiB for {seeds_here} seeds "
             f"({per_seed / gib:,.2f} GiB per seed{', x2 while a checkpoint copies it' if copies == 2 else ''}), "
             f"more than the {free / gib:,.1f} GiB free in {where}; lower --replay-size or --num-seeds"
             + (" or pass --no-save-replay" if copies == 2 else "")
@@ -174,7 +179,12 @@ def run_dir_for(cfg: TrainConfig) -> str:
 
 
 def prepare_run_dir(cfg: TrainConfig, derived_figures: dict) -> str:
+    """Create (or clear, with --overwrite) the run directory and write config.json: process 0
+    alone; the others wait for it."""
     run_dir = run_dir_for(cfg)
+    if not parallel.is_main():
+        parallel.barrier("run directory ready")
+        return run_dir
     if cfg.resume is None:
         if os.path.exists(run_dir):
             if not cfg.overwrite:
@@ -183,6 +193,7 @@ def prepare_run_dir(cfg: TrainConfig, derived_figures: dict) -> str:
         os.makedirs(run_dir)
     save_json(dataclasses.replace(cfg, restart=False, print_config=False), os.path.join(run_dir, "config.json"),
               extra={"derived": derived_figures})  # restart is a one-time choice
+    parallel.barrier("run directory ready")
     return run_dir
 
 
@@ -236,8 +247,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
 def print_config(cfg: TrainConfig) -> None:
     """--print-config: the resolved config and its derived figures as JSON (as in config.json)."""
     cfg = resolve_config(cfg)
+    devices = parallel.device_count(cfg.num_seeds, cfg.devices)
     data = to_dict(dataclasses.replace(cfg, print_config=False))
-    print(json.dumps({**data, "derived": derived(cfg)}, indent=2))
+    print(json.dumps({**data, "derived": {"devices": devices, **derived(cfg)}}, indent=2))
 
 
 @dataclass
@@ -258,17 +270,21 @@ def open_run(cfg: TrainConfig, log) -> Run:
     """Resolve and check the config, restore or initialise the state, prepare the run directory.
     Everything that can reject the input happens before the run directory is touched."""
     cfg = resolve_config(cfg)
-    loop = build_loop(cfg)  # builds the env and agent; the config is resolved already
-    figures = derived(cfg, loop.env.obs_size, loop.env.action_size)
+    loop = build_loop(cfg)  # builds the env and agent and places the seeds; the config is resolved already
+    figures = {"devices": loop.placement.num_devices, **derived(cfg, loop.env.obs_size, loop.env.action_size)}
     check_memory(cfg, loop)
     enable_compile_cache(cfg.compile_cache)
     restored = None
     if cfg.resume is not None:  # before anything in the run directory is touched
         restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart)
     run_dir = prepare_run_dir(cfg, figures)
-    log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds x {cfg.num_envs} envs | obs {loop.env.obs_size}, "
+    log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds x {cfg.num_envs} envs on {loop.placement.describe()} | "
+        f"obs {loop.env.obs_size}, "
         f"action {loop.env.action_size} | run {run_dir}")
     log(derived_table(figures))
+    note = parallel.auto_note(cfg.num_seeds, loop.placement.num_devices, jax.device_count()) if cfg.devices is None else None
+    if note:
+        log(note)
 
     run = Run(cfg=cfg, loop=loop, run_dir=run_dir, mngr=None, state=None, last_eval=np.full(cfg.num_seeds, np.nan),
               best=np.full(cfg.num_seeds, -np.inf), wall_offset=0.0)
@@ -279,7 +295,7 @@ def open_run(cfg: TrainConfig, log) -> Run:
         run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints)
     if step is not None:
         log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))
-        for r in truncate_metrics(run_dir, step):  # drop rows logged after the checkpoint
+        for r in truncate_metrics(run_dir, step, write=parallel.is_main()):  # drop rows logged after the checkpoint
             run.wall_offset = max(run.wall_offset, r["wall_time"])
             if r["eval_return"] is not None:
                 run.last_eval[r["seed"]] = r["eval_return"]
@@ -287,8 +303,8 @@ def open_run(cfg: TrainConfig, log) -> Run:
     else:
         if cfg.resume is not None:
             log(f"{run_dir} has no readable checkpoint: starting the run over (--restart)")
-            truncate_metrics(run_dir, -1)
-        run.state = jax.jit(loop.init)()
+            truncate_metrics(run_dir, -1, write=parallel.is_main())
+        run.state = loop.initial_state()
     return run
 
 
@@ -345,7 +361,8 @@ def drive(run: Run, log, timings: Timings) -> str | None:
     name of the signal that stopped it early, if any."""
     cfg, loop = run.cfg, run.loop
     sched = schedule(cfg)
-    writer = MetricsWriter(run.run_dir)
+    main = parallel.is_main()  # the other processes compute, checkpoint with it, and write nothing
+    writer = MetricsWriter(run.run_dir) if main else None
     with timings("compile"):
         chunk = loop.make_train_chunk().lower(run.state).compile()
         evaluate = compile_evaluation(loop, run.state, cfg.eval_episodes)
@@ -353,13 +370,14 @@ def drive(run: Run, log, timings: Timings) -> str | None:
         f"({cfg.eval_episodes} episodes per seed) in {timings.seconds['compile']:.1f} s")
 
     iteration = int(run.state.iteration)
-    progress = Progress(sched.total * cfg.num_envs, iteration * cfg.num_envs, cfg.num_seeds)
+    progress = Progress(sched.total * cfg.num_envs, iteration * cfg.num_envs, cfg.num_seeds,
+                        **({} if main else {"stream": open(os.devnull, "w")}))
     t0 = time.perf_counter()
     elapsed = lambda: run.wall_offset + time.perf_counter() - t0
     if iteration == 0:  # the initial policy's return: the first point of every learning curve
         with timings("evaluation"):
-            run.last_eval[:] = np.asarray(evaluate(run.state)).mean(axis=1)
-        writer.write([{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)}
+            run.last_eval[:] = parallel.to_host(evaluate(run.state)).mean(axis=1)
+        main and writer.write([{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)}
                       for s, r in enumerate(run.last_eval)])
         if not np.all(np.isfinite(run.last_eval)):
             run.mngr.close()
@@ -376,15 +394,15 @@ def drive(run: Run, log, timings: Timings) -> str | None:
             n = end - iteration
             with timings("training"):
                 run.state, metrics = chunk(run.state, np.int32(n))
-                metrics = jax.device_get(metrics)
+                metrics = parallel.to_host(metrics)
             metrics = {k: (v if k == "check/state_finite" else v[:n]) for k, v in metrics.items()}
             iteration = end
             returns = None
             if end in sched.evals:
                 with timings("evaluation"):
-                    returns = np.asarray(evaluate(run.state)).mean(axis=1)
+                    returns = parallel.to_host(evaluate(run.state)).mean(axis=1)
             metrics = with_evaluation(metrics, returns)
-            writer.write(chunk_rows(metrics, iteration, cfg.num_envs, elapsed(), run.last_eval))
+            main and writer.write(chunk_rows(metrics, iteration, cfg.num_envs, elapsed(), run.last_eval))
             bad = first_nonfinite(metrics, iteration, cfg.num_envs)
             if bad:
                 progress.close()
@@ -412,13 +430,18 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     when a seed's losses, Q values or parameters become non-finite (nothing is saved over the last
     good checkpoint). SIGINT / SIGTERM finish the current chunk, save and return interrupted=True."""
     t = time.perf_counter()
+    validate(cfg)
+    parallel.initialize(cfg.distributed)  # before anything else touches JAX
+    if not parallel.is_main():
+        log = lambda *args, **kwargs: None  # noqa: E731
     run = open_run(cfg, log)
     timings = Timings()
     interrupted = drive(run, log, timings)
     wall = time.perf_counter() - t
     log(summary_table(run.last_eval, run.best))
     log(timings.summary(wall))
-    plot_runs([run.run_dir], os.path.join(run.run_dir, "curve.png"))
+    if parallel.is_main():
+        plot_runs([run.run_dir], os.path.join(run.run_dir, "curve.png"))
     steps = run.state.env_steps(run.cfg.num_envs)
     if not interrupted:
         log(f"done: {steps:,} env steps per seed in {run.wall_offset + wall:.1f} s; run directory {run.run_dir}")

@@ -62,4 +62,4 @@ class Compiled:
 def bandit_sac() -> Compiled:
     cfg = tiny_config()
     loop = build_loop(cfg)
-    return Compiled(cfg=cfg, loop=loop, init=jax.jit(loop.init), chunk=loop.make_train_chunk())
+    return Compiled(cfg=cfg, loop=loop, init=loop.initial_state, chunk=loop.make_train_chunk())

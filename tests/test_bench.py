@@ -15,7 +15,7 @@ def test_bench_tables_and_files(tmp_path, capsys):
     args = ["--env", "bandit", "--agents", "sac", "fpmd-r", "--num-envs", "4", "--seeds", "1", "2",
             "--iters", "4", "--repeats", "2", "--batch-size", "16", "--updates-per-iter", "1",
             "--latency-batch", "1", "8", "--hidden", "8", "--fpmd-particles", "4", "--fpmd-train-steps", "2", "--latency-steps", "3",
-            "--measure", "train", "floor", "latency", "sweep", "--name", "tiny", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+            "--measure", "train", "floor", "latency", "sweep", "devices", "--name", "tiny", "--out-dir", str(tmp_path), "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     result = json.load(open(tmp_path / "tiny.json"))
@@ -33,6 +33,9 @@ def test_bench_tables_and_files(tmp_path, capsys):
         ("sac", 1, 1), ("fpmd-r", 1, 1), ("fpmd-r", 3, 1), ("sac", 1, 8), ("fpmd-r", 1, 8), ("fpmd-r", 3, 8)]
     assert [r["seeds"] for r in result["sweep"]] == [1, 2]
     assert columns(result["tables"]["sweep"])[3] == "efficiency S*t(1)/t(S)"
+    # one device here (tests/test_devices.py covers several): the sweep of max(devices, --seeds) seeds on it
+    assert [(r["devices"], r["seeds"], r["speedup"], r["efficiency"]) for r in result["devices"]] == [(1, 2, 1.0, 1.0)]
+    assert columns(result["tables"]["devices"])[-1] == "scaling efficiency"
 
 
 def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):

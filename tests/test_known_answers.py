@@ -70,7 +70,7 @@ def test_time_limit_bootstraps_through_the_fused_loop(agent):
     env = EndlessConstant()
     cfg = resolve(truncation_config(agent), env.obs_size, env.action_size)
     loop = Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
-    state, metrics = loop.make_train_chunk(loop.total_iters)(jax.jit(loop.init)())
+    state, metrics = loop.make_train_chunk(loop.total_iters)(loop.initial_state())
     assert int(np.sum(metrics["train/episodes"])) == 8 * 200 // LIMIT  # every episode ended by the limit
     seed = jax.tree.map(lambda x: x[0], state.seeds)
     obs_key, act_key = jax.random.split(jax.random.PRNGKey(7))

@@ -34,7 +34,7 @@ def resume_is_exact(cfg, tmp_path, iters: int) -> None:
     one compilation.)"""
     loop = build_loop(cfg)
     first = then = loop.make_train_chunk(iters)
-    init = jax.jit(loop.init)
+    init = loop.initial_state
     straight, _ = first(init())
     straight, m_straight = then(straight)
     state, _ = first(init())
@@ -183,7 +183,7 @@ def test_mjx_state_checkpoint_round_trip(tmp_path):
     """MJX states hold zero-size arrays, which orbax alone cannot save."""
     cfg = tiny_config(env="inverted_pendulum", num_envs=2, num_seeds=1, replay_size=300, min_replay=64, batch_size=32)
     loop = build_loop(cfg)
-    state = jax.jit(loop.init)()
+    state = loop.initial_state()
     assert any(x.size == 0 for x in jax.tree.leaves(state))
     mngr = checkpoint.manager(str(tmp_path))
     checkpoint.save(mngr, 0, state, with_replay=True)

@@ -1,0 +1,170 @@
+"""Where a run lives: its seeds placed over devices with `jax.sharding`.
+
+A run's state has a leading seed axis on everything a seed owns (agent, replay, envs, keys; see
+`mjxflow.loop.SeedState`). `Placement` builds a one-axis mesh ('seed') over the devices a run uses
+and shards that axis over them: device d holds seeds [d S / D, (d + 1) S / D). Nothing else changes:
+the compiled chunk is the same `jit(vmap(...))` program, and no computation mixes seeds (the shared
+counters are computed alike on every device). Each device runs the per-seed program on its own seeds (`shard_map`): no compiler
+partitioning inside, no communication, and a run never materialises every seed's replay on one
+device.
+
+Bits across device counts: a run on D devices equals the run on one device to float rounding,
+not bit for bit. Measured on the CPU (jax 0.10.2): the parameters after one update differ in the
+last bit or two (~1e-7 relative), and training's chaotic dynamics then grow that like any other
+perturbation. Two causes, both in XLA: the order of a reduction's float additions depends on the
+array's shape, so a device that vmaps 1 seed and one that vmaps 4 sum a seed's batch differently;
+and a program compiled for D > 1 partitions goes through SPMD passes that fold constants
+differently (a division kept where the one-device program multiplies by a reciprocal). Equal
+device counts give equal bits, run to run.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: F401 (P re-exported)
+
+from mjxflow.cli import ConfigError
+
+SEED = "seed"
+
+
+def working_counts(num_seeds: int, available: int) -> list[int]:
+    """Device counts (at most `available`) over which `num_seeds` seeds split evenly."""
+    return [d for d in range(1, available + 1) if num_seeds % d == 0]
+
+
+def check_positive(flag: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+
+
+def device_count(num_seeds: int, requested: int | None, available: int | None = None) -> int:
+    """How many devices a run of `num_seeds` seeds uses. `requested` None (auto): every device when
+    the seeds split evenly over them, else the largest count that they do split over. Given
+    explicitly it must be available and divide the seed count (ConfigError naming what works)."""
+    available = jax.device_count() if available is None else available
+    counts = working_counts(num_seeds, available)
+    if requested is None:
+        return counts[-1]
+    check_positive("--devices", requested)
+    if requested > available:
+        raise ConfigError(f"--devices {requested}: only {available} device{'s' * (available != 1)} "
+                          f"({jax.devices()[0].platform}) can be seen; counts that split --num-seeds {num_seeds}: "
+                          f"{', '.join(map(str, counts))}")
+    if requested not in counts:
+        raise ConfigError(f"--num-seeds {num_seeds} does not split evenly over --devices {requested}; use --devices "
+                          f"{' or '.join(map(str, counts))}, or a --num-seeds that is a multiple of {requested}")
+    return requested
+
+
+# ---- several processes (jax.distributed) ----------------------------------------------------------
+
+def initialize(dist) -> None:
+    """jax.distributed.initialize from a DistributedConfig (no-op when it is off or already done).
+    Must run before anything else touches JAX's backends."""
+    if not dist.enabled or jax.distributed.is_initialized():
+        return
+    if dist.auto:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
+                                   process_id=dist.process_id)
+
+
+def is_main() -> bool:
+    """Whether this process writes the run's files (process 0; always true in a one-process run)."""
+    return jax.process_index() == 0
+
+
+def to_host(tree):
+    """A tree of (possibly sharded, possibly multi-process) arrays as numpy arrays on this host,
+    every process getting the whole value."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process gets here (no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def auto_note(num_seeds: int, used: int, available: int) -> str | None:
+    """A line for the start of a run that uses fewer devices than it sees (auto), else None."""
+    if used == available:
+        return None
+    return (f"using {used} of {available} devices: --num-seeds {num_seeds} does not split evenly over {available} "
+            f"(use a multiple of {available} to fill them, or --devices {used} to silence this)")
+
+
+class Placement:
+    """A one-axis device mesh ('seed') and the shardings of a run's arrays on it."""
+
+    def __init__(self, num_devices: int):
+        devices = jax.devices()
+        if num_devices > len(devices):
+            raise ConfigError(f"{num_devices} devices requested, {len(devices)} available")
+        self.devices = devices[:num_devices]
+        self.mesh = Mesh(np.array(self.devices), (SEED,))
+        self.seed = NamedSharding(self.mesh, P(SEED))  # leading axis split over devices
+        self.replicated = NamedSharding(self.mesh, P())
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def per_device(self, fn, in_specs, out_specs):
+        """shard_map(fn): each device runs fn on its own seeds, the same program one device would
+        run on that many seeds (no compiler partitioning inside, no communication; the shared
+        counters are computed alike on every device, so replicated outputs are trusted as such)."""
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+    @staticmethod
+    def state_specs(state):
+        """PartitionSpecs of a TrainState (prefix tree): seeds split, the iteration counter replicated."""
+        return state.replace(seeds=P(SEED), iteration=P())
+
+    @staticmethod
+    def seed_axis_specs(tree, axis: int = 0):
+        """A PartitionSpec per leaf whose axis `axis` is the seed axis (leaves with fewer axes: replicated)."""
+        return jax.tree.map(lambda x: P(*([None] * axis), SEED) if np.ndim(x) > axis else P(), tree)
+
+    def along_seeds(self, tree, axis: int = 0):
+        """A sharding per leaf of `tree` whose axis `axis` is the seed axis; other leaves
+        (scalars, arrays with fewer axes) are replicated."""
+        spec = P(*([None] * axis), SEED)
+        sharded = NamedSharding(self.mesh, spec)
+        return jax.tree.map(lambda x: sharded if np.ndim(x) > axis else self.replicated, tree)
+
+    def state_shardings(self, state):
+        """Shardings of a TrainState (arrays or shapes): every SeedState leaf along its leading seed
+        axis, the shared iteration counter replicated."""
+        return state.replace(seeds=self.along_seeds(state.seeds), iteration=self.replicated)
+
+    def constrain(self, state):
+        """Inside a jitted function: pin a TrainState to its shardings."""
+        return jax.lax.with_sharding_constraint(state, self.state_shardings(state))
+
+    def from_host(self, x: np.ndarray):
+        """A host array that every process holds in full, split along its leading (seed) axis."""
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, self.seed, lambda index: x[index])
+
+    def put(self, state):
+        """Outside jit: move a TrainState's arrays onto their shardings."""
+        return jax.device_put(state, self.state_shardings(state))
+
+    def shapes(self, state_shapes):
+        """ShapeDtypeStructs of a TrainState carrying their shardings (restore targets)."""
+        shardings = self.state_shardings(state_shapes)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_shapes, shardings)
+
+    def describe(self) -> str:
+        d = self.devices[0]
+        kind = getattr(d, "device_kind", d.platform)
+        where = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        return f"{self.num_devices} x {kind}{where}"
