@@ -376,13 +376,17 @@ def train_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def md_table(columns: list[str], rows: list[list]) -> str:
+    """A markdown table: a header of `columns`, then one line per row of already formatted cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 def floor_table(rows: list[dict]) -> str:
-    lines = ["| agent | num_envs | raw env steps/s | env step (ms/iter) | updates (ms/iter) | loop (ms/iter) | overhead ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['agent']} | {r['num_envs']} | {r['raw_env_steps_per_s']:,.0f} | {1e3 * r['env_step_s']:.2f} | "
-                     f"{1e3 * r['updates_s']:.2f} | {1e3 * r['iteration_s']:.2f} | {r['overhead_ratio']:.2f} |")
-    return "\n".join(lines)
+    return md_table(["agent", "num_envs", "raw env steps/s", "env step (ms/iter)", "updates (ms/iter)", "loop (ms/iter)",
+                     "overhead ratio"],
+                    [[r["agent"], r["num_envs"], f"{r['raw_env_steps_per_s']:,.0f}", f"{1e3 * r['env_step_s']:.2f}",
+                      f"{1e3 * r['updates_s']:.2f}", f"{1e3 * r['iteration_s']:.2f}", f"{r['overhead_ratio']:.2f}"] for r in rows])
 
 
 def latency_table(rows: list[dict]) -> str:
@@ -413,12 +417,9 @@ def measure_devices(cfg: BenchConfig, log=print) -> list[dict]:
 
 
 def devices_table(rows: list[dict]) -> str:
-    lines = ["| devices | seeds | env steps/s (all seeds) | speed-up over 1 device | scaling efficiency |",
-             "| --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['devices']} | {r['seeds']} | {_fmt_rate(r['env_steps_per_s'])} | {r['speedup']:.2f} | "
-                     f"{r['efficiency']:.2f} |")
-    return "\n".join(lines)
+    return md_table(["devices", "seeds", "env steps/s (all seeds)", "speed-up over 1 device", "scaling efficiency"],
+                    [[r["devices"], r["seeds"], _fmt_rate(r["env_steps_per_s"]), f"{r['speedup']:.2f}", f"{r['efficiency']:.2f}"]
+                     for r in rows])
 
 
 def sweep_table(rows: list[dict]) -> str:

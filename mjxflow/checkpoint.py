@@ -1,6 +1,10 @@
 """Orbax checkpoints of the whole TrainState, and loading a run back (config + state + loop).
 
-A checkpoint is named by env steps per seed and holds two items: `state` (everything but the
+Training saves in the background (Orbax's asynchronous checkpointing): a save costs the loop only
+the copy of the arrays into host memory, and the files are written while the next chunks run; the
+end-of-run summary lists each kept checkpoint's size and the time training lost to saving. Arrays
+are restored straight onto the devices of the loop that reads them (targets carrying shardings),
+whatever device count wrote them. A checkpoint is named by env steps per seed and holds two items: `state` (everything but the
 replay buffer) and, when the run saves it, `replay`. Orbax writes each checkpoint into a temporary
 directory and renames it when complete, so a crash mid-save leaves no half checkpoint behind (the
 temporary directory is ignored, and removed when the run is opened again). Each checkpoint also
@@ -41,10 +45,14 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.abspath(os.path.join(run_dir, "checkpoints"))
 
 
-def manager(run_dir: str, keep: int | None = None) -> ocp.CheckpointManager:
-    # Synchronous saves: the next chunk donates the state's buffers, so a background writer must
-    # never still be reading them.
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+def manager(run_dir: str, keep: int | None = None, background: bool = False) -> ocp.CheckpointManager:
+    """The run's Orbax checkpoint manager. `background`: a save returns once the arrays are copied
+    into host memory (Orbax's blocking part) and a background thread writes the files while training
+    goes on; the next save, or close(), waits for it. The next chunk may donate the saved buffers
+    at once, since the writer reads the host copies (tests/test_loop.py checks it). A checkpoint
+    appears only when complete (written under a temporary name, renamed at the end), so a crash
+    during a write leaves the previous checkpoint whole."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=background,
                                            cleanup_tmp_directories=True)
     return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options)
 
@@ -85,7 +93,9 @@ def layout(packed: list) -> list[str]:
     return [f"{jnp.dtype(x.dtype).name}{list(x.shape)}" for x in packed]
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay: bool) -> None:
+def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay: bool, wait: bool = True) -> None:
+    """Save the state as checkpoint `step`; `wait` False returns before a background manager has
+    written it (see manager)."""
     packed = {"state": _pack(_without_replay(state))}
     if with_replay:
         packed["replay"] = _pack(state.seeds.replay)
@@ -93,7 +103,19 @@ def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay:
     meta = {"format": FORMAT, "mjxflow": release()}  # the arrays' layout: orbax's own metadata (_stored_layout)
     items["meta"] = ocp.args.JsonSave(meta)
     mngr.save(step, args=ocp.args.Composite(**items))
-    mngr.wait_until_finished()
+    if wait:
+        mngr.wait_until_finished()
+
+
+def sizes(run_dir: str) -> dict[int, int]:
+    """Bytes on disk of each checkpoint of a run, by step."""
+    out = {}
+    root = checkpoint_dir(run_dir)
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        if name.isdigit():
+            out[int(name)] = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.join(root, name))
+                                 for f in files)
+    return dict(sorted(out.items()))
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop, template: TrainState | None = None) -> tuple[TrainState, bool]:
@@ -225,8 +247,10 @@ def read_checkpoint(mngr: ocp.CheckpointManager, run_dir: str, step: int, loop: 
     raise UnreadableCheckpoint(why)
 
 
-def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[str], object] = print, restart: bool = False):
-    """(manager, step, state, had_replay) of the newest checkpoint that can be read.
+def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[str], object] = print, restart: bool = False,
+                   background: bool = False):
+    """(manager, step, state, had_replay) of the newest checkpoint that can be read; the manager
+    saves in the background when `background` (see manager).
 
     Newer unreadable checkpoints are reported and moved to run_dir/unreadable-checkpoints/. When
     none can be read (or there is none) this raises ConfigError naming each checkpoint and why,
@@ -235,7 +259,7 @@ def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[st
     failed: list[tuple[int, str]] = []
     found = None
     with muted("absl"):  # orbax logs damaged metadata as errors; it is reported below, once
-        mngr = manager(run_dir, keep)
+        mngr = manager(run_dir, keep, background)
         for step in sorted(mngr.all_steps(), reverse=True):
             try:
                 found = (step, *read_checkpoint(mngr, run_dir, step, loop))
@@ -257,7 +281,7 @@ def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[st
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.move(os.path.join(checkpoint_dir(run_dir), str(step)), dest)
             log(f"checkpoint at {step:,} env steps cannot be read: {why}; moved it to {dest}")
-        mngr = manager(run_dir, keep)
+        mngr = manager(run_dir, keep, background)
     if found is None:
         return mngr, None, None, False
     return (mngr, *found)

@@ -276,7 +276,8 @@ def open_run(cfg: TrainConfig, log) -> Run:
     enable_compile_cache(cfg.compile_cache)
     restored = None
     if cfg.resume is not None:  # before anything in the run directory is touched
-        restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart)
+        restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart,
+                                             background=True)
     run_dir = prepare_run_dir(cfg, figures)
     log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds x {cfg.num_envs} envs on {loop.placement.describe()} | "
         f"obs {loop.env.obs_size}, "
@@ -292,7 +293,7 @@ def open_run(cfg: TrainConfig, log) -> Run:
     if restored is not None:
         run.mngr, step, run.state, had_replay = restored
     else:
-        run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints)
+        run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints, background=True)
     if step is not None:
         log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))
         for r in truncate_metrics(run_dir, step, write=parallel.is_main()):  # drop rows logged after the checkpoint
@@ -344,8 +345,8 @@ def with_evaluation(metrics: dict, returns: np.ndarray | None) -> dict:
 
 
 def stop_on_nonfinite(run: Run, bad: dict) -> None:
+    run.mngr.close()  # a background write finishes first
     good = run.mngr.latest_step()
-    run.mngr.close()
     kept = f"the last good checkpoint ({good:,} env steps) is kept" if good is not None else "no checkpoint was saved yet"
     raise TrainingStopped(f"non-finite values ({describe(bad)}); this state was not saved, {kept}; "
                           f"run directory {run.run_dir}")
@@ -414,13 +415,23 @@ def drive(run: Run, log, timings: Timings) -> str | None:
                 progress.close()
             if end in sched.checkpoints or interrupted:  # the schedule's last checkpoint is the end
                 with timings("checkpointing"):
-                    checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay)
+                    checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay, wait=False)
             if interrupted:
-                log(f"stopped by {interrupted} at {iteration * cfg.num_envs:,} env steps per seed, checkpoint saved; "
-                    f"continue with: python -m mjxflow.train --resume {run.run_dir}")
                 break
-    run.mngr.close()
+    with timings("checkpointing"):
+        run.mngr.close()  # waits for a write still running in the background
+    if interrupted:
+        log(f"stopped by {interrupted} at {iteration * cfg.num_envs:,} env steps per seed, checkpoint saved; "
+            f"continue with: python -m mjxflow.train --resume {run.run_dir}")
     return interrupted
+
+
+def checkpoint_summary(run_dir: str, seconds: float) -> str:
+    """The kept checkpoints' sizes and the time training lost to saving (the host copies and any
+    wait for a background write: the writes themselves overlap training)."""
+    kept = checkpoint.sizes(run_dir)
+    listing = ", ".join(f"{step:,} ({size / 2**20:,.1f} MiB)" for step, size in kept.items()) or "none"
+    return f"checkpoints kept (env steps): {listing}; training time lost to saving {seconds:.1f} s"
 
 
 def train(cfg: TrainConfig, log=print) -> TrainResult:
@@ -440,6 +451,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     wall = time.perf_counter() - t
     log(summary_table(run.last_eval, run.best))
     log(timings.summary(wall))
+    log(checkpoint_summary(run.run_dir, timings.seconds["checkpointing"]))
     if parallel.is_main():
         plot_runs([run.run_dir], os.path.join(run.run_dir, "curve.png"))
     steps = run.state.env_steps(run.cfg.num_envs)

@@ -156,6 +156,21 @@ def test_resume_equals_uninterrupted(bandit_sac, tmp_path):
     assert trees_equal(m_straight, m_resumed)
 
 
+def test_background_save_is_whole_though_the_next_chunk_donates_the_state(bandit_sac, tmp_path):
+    """train saves in the background and at once hands the state to the next chunk, which donates
+    (frees or overwrites) its buffers: the checkpoint must still hold the state as it was saved."""
+    state, _ = bandit_sac.chunk(bandit_sac.init())
+    expected = jax.device_get(state)
+    mngr = checkpoint.manager(str(tmp_path), background=True)
+    checkpoint.save(mngr, 7, state, with_replay=True, wait=False)
+    state, _ = bandit_sac.chunk(state)  # the saved buffers are donated while the write may still run
+    state, _ = bandit_sac.chunk(state)
+    mngr.close()
+    restored, had_replay = checkpoint.restore(checkpoint.manager(str(tmp_path)), 7, bandit_sac.loop)
+    assert had_replay and trees_equal(expected, jax.device_get(restored))
+    assert list(checkpoint.sizes(str(tmp_path))) == [7] and checkpoint.sizes(str(tmp_path))[7] > 0
+
+
 def test_checkpoint_without_replay_restores_an_empty_buffer(bandit_sac, tmp_path):
     state, _ = bandit_sac.chunk(bandit_sac.init())
     mngr = checkpoint.manager(str(tmp_path))

@@ -76,7 +76,8 @@ def test_sigkill_during_a_save_then_resume_loses_nothing(reference, tmp_path):
     names = os.listdir(run / "checkpoints")
     assert "800" in names and "1600" not in names
     assert any(n.startswith("1600") and "tmp" in n for n in names), names  # the half-written save
-    assert max(r["env_steps"] for r in read_jsonl(run / "metrics.jsonl")) == 1600  # logged past the checkpoint
+    # logged past the last whole checkpoint (800); the save runs in the background, so a chunk may follow it
+    assert max(r["env_steps"] for r in read_jsonl(run / "metrics.jsonl")) >= 1600
 
     assert train.main(["--resume", str(run)]) == 0
     assert sorted(os.listdir(run / "checkpoints")) == ["1600", "2400", "800"]  # no temporary left
