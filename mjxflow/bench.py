@@ -46,6 +46,7 @@ import numpy as np
 
 from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
 from mjxflow.loop import build_loop
+from mjxflow.parallel import working_counts
 from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, make_env
@@ -400,7 +401,6 @@ def latency_table(rows: list[dict]) -> str:
 
 def measure_devices(cfg: BenchConfig, log=print) -> list[dict]:
     """The same seed sweep on each device count that splits it (see the module docstring)."""
-    from mjxflow.parallel import working_counts
     seeds = max(jax.device_count(), max(cfg.seeds))
     n = cfg.num_envs[0]
     rows = []

@@ -4,10 +4,11 @@ Training saves in the background (Orbax's asynchronous checkpointing): a save co
 the copy of the arrays into host memory, and the files are written while the next chunks run; the
 end-of-run summary lists each kept checkpoint's size and the time training lost to saving. Arrays
 are restored straight onto the devices of the loop that reads them (targets carrying shardings),
-whatever device count wrote them. A checkpoint is named by env steps per seed and holds two items: `state` (everything but the
-replay buffer) and, when the run saves it, `replay`. Orbax writes each checkpoint into a temporary
-directory and renames it when complete, so a crash mid-save leaves no half checkpoint behind (the
-temporary directory is ignored, and removed when the run is opened again). Each checkpoint also
+whatever device count wrote them. A checkpoint is named by env steps per seed and holds two
+items: `state` (everything but the replay buffer) and, when the run saves it, `replay`. Orbax
+writes each checkpoint into a temporary directory and renames it when complete, so a crash
+mid-save leaves no half checkpoint behind (the temporary directory is ignored, and removed when the
+run is opened again). Each checkpoint also
 records which release wrote it and the shapes of its arrays (`meta`), so a checkpoint that cannot
 be read is named for what it is: damaged (copied in part, cut short) or written by an incompatible
 release or setup. Resuming uses the newest readable checkpoint and moves newer unreadable ones to

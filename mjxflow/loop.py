@@ -90,20 +90,11 @@ class Loop:
 
     def init_seeds(self, keys: jax.Array) -> TrainState:
         """The fresh state of the seeds whose keys are given (all of them, or one device's share)."""
-        return TrainState(seeds=self.over_seeds(self.init_seed)(keys), iteration=jnp.zeros((), jnp.int32))
+        return TrainState(seeds=jax.vmap(self.init_seed)(keys), iteration=jnp.zeros((), jnp.int32))
 
     def init(self) -> TrainState:
         """The state of a fresh run, every seed in one program (see initial_state for the placed one)."""
         return self.init_seeds(self.seed_keys())
-
-    @staticmethod
-    def over_seeds(fn: Callable) -> Callable:
-        """fn vmapped over the leading (seed) axis of its arguments."""
-        return jax.vmap(fn)
-
-    def per_device(self, fn: Callable, in_specs, out_specs) -> Callable:
-        """fn run by each device on its own seeds (shard_map over the run's devices)."""
-        return self.placement.per_device(fn, in_specs, out_specs)
 
     @property
     def state_specs(self):
@@ -118,7 +109,7 @@ class Loop:
     def initial_state(self) -> TrainState:
         """The fresh state built on the run's devices, each device initialising its own seeds."""
         keys = self.placement.from_host(jax.device_get(self.seed_keys()))  # every process computes the same keys
-        return jax.jit(self.per_device(self.init_seeds, parallel.P(parallel.SEED), self.state_specs))(keys)
+        return jax.jit(self.placement.per_device(self.init_seeds, parallel.P(parallel.SEED), self.state_specs))(keys)
 
     # ---- per-seed pieces -------------------------------------------------------------------------
     def normalize(self, norm: RunningStats, obs: jax.Array) -> jax.Array:
@@ -171,10 +162,10 @@ class Loop:
     def iterate(self, ts: TrainState) -> tuple[TrainState, dict]:
         """One iteration for every seed: collect, and learn once the replay holds min_replay."""
         random_actions = ts.seeds.replay.size[0] < self.cfg.min_replay
-        seeds, info = self.over_seeds(lambda s: self.collect(s, random_actions))(ts.seeds)
+        seeds, info = jax.vmap(self.collect, in_axes=(0, None))(ts.seeds, random_actions)
 
         ready = seeds.replay.size[0] >= self.cfg.min_replay
-        learn = self.over_seeds(self.learn)
+        learn = jax.vmap(self.learn)
         learn_shape = jax.eval_shape(learn, seeds)[1]
         skip = lambda s: (s, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), learn_shape))
         seeds, learn_info = jax.lax.cond(ready, learn, skip, seeds)
@@ -209,13 +200,13 @@ class Loop:
 
             n = jnp.minimum(n, length)
             _, ts, metrics = jax.lax.while_loop(lambda c: c[0] < n, body, (jnp.zeros((), jnp.int32), ts, buf))
-            metrics["check/state_finite"] = self.over_seeds(lambda s: all_finite((s.agent, s.norm)))(ts.seeds)
+            metrics["check/state_finite"] = jax.vmap(all_finite)((ts.seeds.agent, ts.seeds.norm))
             return ts, metrics
 
         shapes = jax.eval_shape(chunk, self.state_shapes(), jnp.zeros((), jnp.int32))[1]
-        metric_specs = parallel.Placement.seed_axis_specs(shapes, axis=1)  # (iterations, seeds)
-        metric_specs["check/state_finite"] = parallel.P(parallel.SEED)
-        jitted = jax.jit(self.per_device(chunk, (self.state_specs, parallel.P()), (self.state_specs, metric_specs)),
+        seed_axis = lambda x: parallel.P(None, parallel.SEED) if x.ndim == 2 else parallel.P(parallel.SEED)
+        metric_specs = jax.tree.map(seed_axis, shapes)  # (iterations, seeds); check/state_finite (seeds,)
+        jitted = jax.jit(self.placement.per_device(chunk, (self.state_specs, parallel.P()), (self.state_specs, metric_specs)),
                          donate_argnums=0)
         full = jnp.asarray(length, jnp.int32)  # on the device already: a full chunk moves nothing
 
@@ -235,9 +226,9 @@ class Loop:
         episodes as the in-loop evaluation of that iteration when num_episodes == cfg.eval_envs."""
 
         def evaluate_all(ts: TrainState) -> jax.Array:
-            return self.over_seeds(lambda s: self.evaluate(s, ts.iteration, num_episodes))(ts.seeds)
+            return jax.vmap(self.evaluate, in_axes=(0, None, None))(ts.seeds, ts.iteration, num_episodes)
 
-        return jax.jit(self.per_device(evaluate_all, (self.state_specs,), parallel.P(parallel.SEED)))
+        return jax.jit(self.placement.per_device(evaluate_all, (self.state_specs,), parallel.P(parallel.SEED)))
 
 
 def build_loop(cfg: TrainConfig, placement: parallel.Placement | None = None) -> Loop:

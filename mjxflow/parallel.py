@@ -2,11 +2,10 @@
 
 A run's state has a leading seed axis on everything a seed owns (agent, replay, envs, keys; see
 `mjxflow.loop.SeedState`). `Placement` builds a one-axis mesh ('seed') over the devices a run uses
-and shards that axis over them: device d holds seeds [d S / D, (d + 1) S / D). Nothing else changes:
-the compiled chunk is the same `jit(vmap(...))` program, and no computation mixes seeds (the shared
-counters are computed alike on every device). Each device runs the per-seed program on its own seeds (`shard_map`): no compiler
-partitioning inside, no communication, and a run never materialises every seed's replay on one
-device.
+and shards that axis over them: device d holds seeds [d S / D, (d + 1) S / D). Each device runs the
+same vmapped per-seed program on its own seeds (`shard_map`): no computation mixes seeds (the shared
+counters are computed alike on every device), so there is no compiler partitioning inside and no
+communication, and a run never materialises every seed's replay on one device.
 
 Bits across device counts: a run on D devices equals the run on one device to float rounding,
 not bit for bit. Measured on the CPU (jax 0.10.2): the parameters after one update differ in the
@@ -111,7 +110,6 @@ class Placement:
         self.devices = devices[:num_devices]
         self.mesh = Mesh(np.array(self.devices), (SEED,))
         self.seed = NamedSharding(self.mesh, P(SEED))  # leading axis split over devices
-        self.replicated = NamedSharding(self.mesh, P())
 
     @property
     def num_devices(self) -> int:
@@ -128,26 +126,10 @@ class Placement:
         """PartitionSpecs of a TrainState (prefix tree): seeds split, the iteration counter replicated."""
         return state.replace(seeds=P(SEED), iteration=P())
 
-    @staticmethod
-    def seed_axis_specs(tree, axis: int = 0):
-        """A PartitionSpec per leaf whose axis `axis` is the seed axis (leaves with fewer axes: replicated)."""
-        return jax.tree.map(lambda x: P(*([None] * axis), SEED) if np.ndim(x) > axis else P(), tree)
-
-    def along_seeds(self, tree, axis: int = 0):
-        """A sharding per leaf of `tree` whose axis `axis` is the seed axis; other leaves
-        (scalars, arrays with fewer axes) are replicated."""
-        spec = P(*([None] * axis), SEED)
-        sharded = NamedSharding(self.mesh, spec)
-        return jax.tree.map(lambda x: sharded if np.ndim(x) > axis else self.replicated, tree)
-
     def state_shardings(self, state):
-        """Shardings of a TrainState (arrays or shapes): every SeedState leaf along its leading seed
-        axis, the shared iteration counter replicated."""
-        return state.replace(seeds=self.along_seeds(state.seeds), iteration=self.replicated)
-
-    def constrain(self, state):
-        """Inside a jitted function: pin a TrainState to its shardings."""
-        return jax.lax.with_sharding_constraint(state, self.state_shardings(state))
+        """Shardings of a TrainState (arrays or shapes), leaf by leaf, as state_specs says."""
+        return state.replace(seeds=jax.tree.map(lambda _: self.seed, state.seeds),
+                             iteration=NamedSharding(self.mesh, P()))
 
     def from_host(self, x: np.ndarray):
         """A host array that every process holds in full, split along its leading (seed) axis."""
