@@ -134,7 +134,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, loop: Loop, template: TrainS
     if has_replay:
         replay = _unpack(template.seeds.replay, restored["replay"])
     else:
-        replay = jax.jit(jax.vmap(lambda _: loop.init_replay()))(jnp.arange(loop.cfg.num_seeds))
+        replay = jax.jit(jax.vmap(lambda _: loop.init_replay()))(jnp.arange(loop.num_members))
     return loop.placement.put(state.replace(seeds=state.seeds.replace(replay=replay))), has_replay
 
 

@@ -275,10 +275,81 @@ class TrainConfig:
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""
 
+    sweep: tuple[str, ...] = ()
+    """Hyper-parameter grid trained beside the seeds in one compiled program: NAME=V1,V2,...
+    (e.g. smfp.beta-md=0,1,10); several give their product. NAME is one of the float options
+    that change no array shape (config.SWEEPABLE). Each grid point x seed is one member of the
+    vmapped axis; seed i of every point starts from the same key as seed i of a plain run."""
+
+    @property
+    def sweep_points(self) -> list[dict[str, float]]:
+        """The grid's points in member order, each {field path: value} ([{}] without a sweep)."""
+        return grid_points(parse_sweep(self.sweep))
+
+    @property
+    def num_members(self) -> int:
+        """Entries of the vmapped axis: grid points x seeds (member m is point m // num_seeds,
+        seed m % num_seeds)."""
+        return len(self.sweep_points) * self.num_seeds
+
     @property
     def iterations(self) -> int:
         """Loop iterations per seed: exactly ceil(total_steps / num_envs) (total_steps resolved)."""
         return -(-self.total_steps // self.num_envs)
+
+
+# ---- hyper-parameter sweeps ---------------------------------------------------------------------
+# Float options used only in arithmetic inside the compiled update (never in Python control flow or
+# array shapes), so a vmapped axis of values computes what separate runs with each value compute.
+SWEEPABLE = (
+    "critic.lr", "critic.gamma", "critic.tau",
+    "sac.actor_lr", "sac.alpha_lr", "sac.init_alpha", "sac.target_entropy_scale",
+    "smfp.actor_lr", "smfp.alpha_lr", "smfp.init_alpha", "smfp.target_entropy_scale", "smfp.beta_md",
+    "smfp.md_lambda", "smfp.old_tau",
+    "fpmd.actor_lr", "fpmd.md_lambda",
+)
+
+
+def parse_sweep(specs: tuple[str, ...]) -> list[tuple[str, tuple[float, ...]]]:
+    """`NAME=V1,V2,...` strings -> [(field path, values)]; ValueError naming a bad entry."""
+    axes = []
+    for spec in specs:
+        name, eq, values = spec.partition("=")
+        path = name.strip().lstrip("-").replace("-", "_")
+        if not eq or path not in SWEEPABLE:
+            raise ValueError(f"--sweep {spec!r} must be NAME=V1,V2,... with NAME one of: "
+                             f"{', '.join(p.replace('_', '-') for p in SWEEPABLE)}")
+        try:
+            floats = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise ValueError(f"--sweep {spec!r}: values must be numbers separated by commas") from None
+        if len(set(floats)) != len(floats):
+            raise ValueError(f"--sweep {spec!r} repeats a value")
+        if path in [p for p, _ in axes]:
+            raise ValueError(f"--sweep gives {name} twice")
+        axes.append((path, floats))
+    return axes
+
+
+def grid_points(axes: list[tuple[str, tuple[float, ...]]]) -> list[dict[str, float]]:
+    """Every combination of the axes' values, the last axis fastest."""
+    points: list[dict[str, float]] = [{}]
+    for path, values in axes:
+        points = [{**p, path: v} for p in points for v in values]
+    return points
+
+
+def with_values(cfg: Any, values: dict[str, Any]) -> Any:
+    """cfg with nested fields replaced: {"smfp.beta_md": 0.0} sets cfg.smfp.beta_md."""
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        cfg = dataclasses.replace(cfg, **{head: with_values(getattr(cfg, head), {rest: value}) if rest else value})
+    return cfg
+
+
+def point_label(point: dict[str, float]) -> str:
+    """`smfp.beta_md=1` style label of a grid point ('' without a sweep)."""
+    return " ".join(f"{k}={v:g}" for k, v in point.items())
 
 
 def to_dict(cfg: Any) -> dict:
@@ -430,11 +501,35 @@ def check_distributed(d: DistributedConfig) -> None:
         raise ValueError(f"--distributed.process-id must be in 0 .. {d.num_processes - 1}, got {d.process_id!r}")
 
 
-def check_options(cfg: TrainConfig) -> None:
-    """ValueError for the first bad option of the critic or of any agent (all are checked, so a
-    typo in another agent's option is caught as well; it would be recorded in config.json)."""
-    check_distributed(cfg.distributed)
+SWEEP_GROUPS = {"sac": ("critic", "sac"), "smfp": ("critic", "smfp"), "fpmd-r": ("critic", "fpmd"),
+                "fpmd-m": ("critic", "fpmd")}
+
+
+def check_sweep(cfg: TrainConfig) -> None:
+    """ValueError for a sweep entry that is malformed, belongs to another agent, or gives a grid
+    point whose options are bad."""
+    axes = parse_sweep(cfg.sweep)
+    for path, _ in axes:
+        if path.split(".")[0] not in SWEEP_GROUPS.get(cfg.agent, ()):
+            raise ValueError(f"--sweep {path.replace('_', '-')} is an option of another agent; this run uses --agent {cfg.agent}")
+    for point in grid_points(axes):
+        try:
+            _check_groups(with_values(cfg, point))
+        except ValueError as e:
+            raise ValueError(f"--sweep point {point_label(point)}: {e}") from None
+
+
+def _check_groups(cfg: TrainConfig) -> None:
     check_critic(cfg.critic)
     check_sac(cfg.sac)
     check_smfp(cfg.smfp)
     check_fpmd(cfg.fpmd)
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """ValueError for the first bad option of the critic or of any agent (all are checked, so a
+    typo in another agent's option is caught as well; it would be recorded in config.json), or of
+    the sweep."""
+    check_distributed(cfg.distributed)
+    _check_groups(cfg)
+    check_sweep(cfg)

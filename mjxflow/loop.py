@@ -18,7 +18,7 @@ from flax import struct
 
 from mjxflow import normalizer, parallel, replay as replay_lib
 from mjxflow.agents import Agent, make_agent
-from mjxflow.config import TrainConfig
+from mjxflow.config import TrainConfig, parse_sweep, with_values
 from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, rollout_returns
 from mjxflow.normalizer import RunningStats
 from mjxflow.replay import Replay
@@ -40,6 +40,8 @@ class SeedState(struct.PyTreeNode):
     replay: Replay | None  # None only inside checkpoints saved without the buffer
     key: jax.Array
     eval_key: jax.Array  # evaluation at iteration i uses fold_in(eval_key, i): reproducible
+    frozen_at: jax.Array | None = None  # -1; else the iteration whose update made it non-finite (frozen since)
+    hyper: jax.Array | None = None  # this member's values of the swept options (cfg.sweep order); None: no sweep
 
 
 class TrainState(struct.PyTreeNode):
@@ -63,8 +65,11 @@ class Loop:
         self.agent = agent
         self.episode_env = EpisodeEnv(env, cfg.episode_length)
         self.total_iters = cfg.iterations  # exactly ceil(total_steps / num_envs)
+        self.sweep_names = [path for path, _ in parse_sweep(cfg.sweep)]
+        self.points = cfg.sweep_points  # grid points; member m is point m // num_seeds, seed m % num_seeds
+        self.num_members = cfg.num_members
         if placement is None:
-            placement = parallel.Placement(parallel.device_count(cfg.num_seeds, cfg.devices))
+            placement = parallel.Placement(parallel.device_count(self.num_members, cfg.devices))
         self.placement = placement  # the seed axis over devices (mjxflow.parallel)
         self._state_shapes = None
 
@@ -76,25 +81,43 @@ class Loop:
     def init_replay(self) -> Replay:
         return replay_lib.init(self.cfg.replay_size, transition_example(self.env.obs_size, self.env.action_size))
 
-    def init_seed(self, key: jax.Array) -> SeedState:
+    def agent_for(self, hyper: jax.Array | None) -> Agent:
+        """The agent of one member: the run's own, or one whose swept options are this member's
+        (traced) values; every grid point's options were checked before (config.check_sweep)."""
+        if hyper is None:
+            return self.agent
+        cfg = with_values(self.cfg, {name: hyper[i] for i, name in enumerate(self.sweep_names)})
+        return make_agent(cfg, self.env.obs_size, self.env.action_size, check=False)
+
+    def init_seed(self, key: jax.Array, hyper: jax.Array | None = None) -> SeedState:
         agent_key, env_key, eval_key, key = jax.random.split(key, 4)
         envs = jax.vmap(self.episode_env.reset)(jax.random.split(env_key, self.cfg.num_envs))
         norm = normalizer.update(normalizer.init(self.env.obs_size), envs.env.obs)
         return SeedState(
-            agent=self.agent.init(agent_key), norm=norm, envs=envs, replay=self.init_replay(), key=key, eval_key=eval_key
+            agent=self.agent_for(hyper).init(agent_key), norm=norm, envs=envs, replay=self.init_replay(), key=key,
+            eval_key=eval_key, frozen_at=jnp.full((), -1, jnp.int32), hyper=hyper,
         )
 
     def seed_keys(self) -> jax.Array:
-        """Seed i starts from split(PRNGKey(cfg.seed), num_seeds)[i]."""
-        return jax.random.split(jax.random.PRNGKey(self.cfg.seed), self.cfg.num_seeds)
+        """Member m starts from split(PRNGKey(cfg.seed), num_seeds)[m % num_seeds]: seed i of every
+        grid point starts as seed i of a run without the sweep."""
+        return jnp.tile(jax.random.split(jax.random.PRNGKey(self.cfg.seed), self.cfg.num_seeds), (len(self.points), 1))
 
-    def init_seeds(self, keys: jax.Array) -> TrainState:
-        """The fresh state of the seeds whose keys are given (all of them, or one device's share)."""
-        return TrainState(seeds=jax.vmap(self.init_seed)(keys), iteration=jnp.zeros((), jnp.int32))
+    def hyper_table(self) -> jax.Array | None:
+        """(members, swept options) float32: each member's values; None without a sweep."""
+        if not self.sweep_names:
+            return None
+        rows = [[p[name] for name in self.sweep_names] for p in self.points for _ in range(self.cfg.num_seeds)]
+        return jnp.asarray(rows, jnp.float32)
+
+    def init_seeds(self, keys: jax.Array, hyper: jax.Array | None = None) -> TrainState:
+        """The fresh state of the members whose keys (and swept values) are given (all of them, or
+        one device's share)."""
+        return TrainState(seeds=jax.vmap(self.init_seed)(keys, hyper), iteration=jnp.zeros((), jnp.int32))
 
     def init(self) -> TrainState:
-        """The state of a fresh run, every seed in one program (see initial_state for the placed one)."""
-        return self.init_seeds(self.seed_keys())
+        """The state of a fresh run, every member in one program (see initial_state for the placed one)."""
+        return self.init_seeds(self.seed_keys(), self.hyper_table())
 
     @property
     def state_specs(self):
@@ -109,7 +132,10 @@ class Loop:
     def initial_state(self) -> TrainState:
         """The fresh state built on the run's devices, each device initialising its own seeds."""
         keys = self.placement.from_host(jax.device_get(self.seed_keys()))  # every process computes the same keys
-        return jax.jit(self.placement.per_device(self.init_seeds, parallel.P(parallel.SEED), self.state_specs))(keys)
+        hyper = self.hyper_table()
+        hyper = None if hyper is None else self.placement.from_host(jax.device_get(hyper))
+        seeds = parallel.P(parallel.SEED)
+        return jax.jit(self.placement.per_device(self.init_seeds, (seeds, seeds), self.state_specs))(keys, hyper)
 
     # ---- per-seed pieces -------------------------------------------------------------------------
     def normalize(self, norm: RunningStats, obs: jax.Array) -> jax.Array:
@@ -117,7 +143,8 @@ class Loop:
 
     def policy(self, seed: SeedState, deterministic: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """(raw observations, key) -> actions, with this seed's normaliser and agent."""
-        return lambda obs, key: self.agent.act(seed.agent, self.normalize(seed.norm, obs), key, deterministic)
+        agent = self.agent_for(seed.hyper)
+        return lambda obs, key: agent.act(seed.agent, self.normalize(seed.norm, obs), key, deterministic)
 
     def collect(self, seed: SeedState, random_actions: jax.Array) -> tuple[SeedState, dict]:
         """One step of every training environment; the transitions go into the replay buffer."""
@@ -141,13 +168,14 @@ class Loop:
     def learn(self, seed: SeedState) -> tuple[SeedState, dict]:
         """G gradient updates of the agent on minibatches from this seed's replay buffer."""
         key, learn_key = jax.random.split(seed.key)
+        learner = self.agent_for(seed.hyper)
 
         def one_update(carry, _):
             agent, k = carry
             k, sample_key, update_key = jax.random.split(k, 3)
             batch = replay_lib.sample(seed.replay, sample_key, self.cfg.batch_size)
             batch = batch.replace(obs=self.normalize(seed.norm, batch.obs), next_obs=self.normalize(seed.norm, batch.next_obs))
-            agent, info = self.agent.update(agent, batch, update_key)
+            agent, info = learner.update(agent, batch, update_key)
             return (agent, k), info
 
         (agent, _), infos = jax.lax.scan(one_update, (seed.agent, learn_key), None, length=self.cfg.updates_per_iter)
@@ -159,8 +187,21 @@ class Loop:
         return rollout_returns(self.env, self.policy(seed, True), key, num_episodes, self.episode_env.episode_length)
 
     # ---- the fused iteration ----------------------------------------------------------------------
+    @staticmethod
+    def freeze(before: SeedState, after: SeedState, iteration: jax.Array) -> SeedState:
+        """One member's guard against non-finite values: when its agent or observation statistics
+        stop being finite, they go back to `before` and stay there (frozen_at records the
+        iteration); the other members train on."""
+        frozen = before.frozen_at >= 0
+        healthy = all_finite((after.agent, after.norm))
+        keep = frozen | ~healthy
+        agent, norm = jax.tree.map(lambda b, a: jnp.where(keep, b, a), (before.agent, before.norm), (after.agent, after.norm))
+        frozen_at = jnp.where(frozen | healthy, before.frozen_at, iteration)
+        return after.replace(agent=agent, norm=norm, frozen_at=frozen_at)
+
     def iterate(self, ts: TrainState) -> tuple[TrainState, dict]:
-        """One iteration for every seed: collect, and learn once the replay holds min_replay."""
+        """One iteration for every member: collect, and learn once the replay holds min_replay; a
+        member whose state turns non-finite is frozen (Loop.freeze)."""
         random_actions = ts.seeds.replay.size[0] < self.cfg.min_replay
         seeds, info = jax.vmap(self.collect, in_axes=(0, None))(ts.seeds, random_actions)
 
@@ -170,9 +211,12 @@ class Loop:
         skip = lambda s: (s, jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), learn_shape))
         seeds, learn_info = jax.lax.cond(ready, learn, skip, seeds)
 
-        learned = jnp.broadcast_to(ready, info["train/episodes"].shape)  # (seeds,)
-        metrics = {**info, **learn_info, "check/learned": learned}
         it = ts.iteration + 1
+        was_frozen = ts.seeds.frozen_at >= 0  # (members,): a frozen member's losses are not reported
+        learn_info = jax.tree.map(lambda x: jnp.where(was_frozen, jnp.nan, x), learn_info)
+        seeds = jax.vmap(self.freeze, in_axes=(0, 0, None))(ts.seeds, seeds, it)
+        learned = jnp.broadcast_to(ready, info["train/episodes"].shape) & ~was_frozen  # (members,)
+        metrics = {**info, **learn_info, "check/learned": learned}
         return TrainState(seeds=seeds, iteration=it), metrics
 
     def make_train_chunk(self, max_iters: int | None = None) -> Callable[..., tuple[TrainState, dict]]:
@@ -219,7 +263,7 @@ class Loop:
 
     def policy_samples(self, seed: SeedState, obs: jax.Array, key: jax.Array) -> jax.Array:
         """Draws from the learned policy itself (no exploration extras) at raw observations."""
-        return self.agent.policy_sample(seed.agent, self.normalize(seed.norm, obs), key)
+        return self.agent_for(seed.hyper).policy_sample(seed.agent, self.normalize(seed.norm, obs), key)
 
     def make_evaluate_all(self, num_episodes: int) -> Callable[[TrainState], jax.Array]:
         """jit(state -> returns (seeds, num_episodes)) at the state's own iteration: the same

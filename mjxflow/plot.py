@@ -76,6 +76,24 @@ def load_curves(run_dir: str) -> Curves:
     return Curves(os.path.basename(os.path.normpath(run_dir)), cfg.get("agent", "?"), cfg.get("env", "?"), steps, wall, returns)
 
 
+def load_point_curves(run_dir: str) -> list[tuple[int | None, Curves]]:
+    """A run's curves, one per sweep grid point ((point, curves), named `[smfp.beta_md=1]`), or the
+    run's own ((None, curves)) without a sweep."""
+    curves = load_curves(run_dir)
+    cfg_path = os.path.join(run_dir, "config.json")
+    cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    if not cfg.get("sweep"):
+        return [(None, curves)]
+    from mjxflow.config import from_dict, point_label
+
+    points, seeds = from_dict(cfg).sweep_points, int(cfg["num_seeds"])
+    out = []
+    for p, point in enumerate(points):
+        part = curves.returns[p * seeds:(p + 1) * seeds]
+        out.append((p, Curves(f"[{point_label(point)}]", curves.agent, curves.env, curves.steps, curves.wall, part)))
+    return out
+
+
 def _labels(curves: list[Curves], labels: tuple[str, ...]) -> list[str]:
     if labels:
         if len(labels) != len(curves):
@@ -113,6 +131,10 @@ def plot_runs(run_dirs: list[str] | tuple[str, ...], out: str, labels: tuple[str
 
     curves = [load_curves(d) for d in run_dirs]
     names = _labels(curves, labels)
+    split = [load_point_curves(d) for d in run_dirs]  # a swept run: a curve per grid point
+    if any(len(s) > 1 for s in split):
+        names = [f"{n} {c.name}" if len(s) > 1 else n for n, s in zip(names, split) for _, c in s]
+        curves = [c for s in split for _, c in s]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (c, label) in enumerate(zip(curves, names)):

@@ -24,7 +24,7 @@ import numpy as np
 from mjxflow import checkpoint, parallel
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
-from mjxflow.config import DistributedConfig, TrainConfig, check_options, load_json, save_json, to_dict
+from mjxflow.config import DistributedConfig, TrainConfig, check_options, load_json, point_label, save_json, to_dict
 from mjxflow.envs import check_env_name
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
@@ -159,13 +159,14 @@ def check_memory(cfg: TrainConfig, loop: Loop, free: int | None = None, where: s
     per_seed = loop.replay_bytes_per_seed()
     cpu = jax.local_devices()[0].platform == "cpu"
     copies = 2 if cfg.save_replay and cpu else 1
-    seeds_here = cfg.num_seeds if cpu else cfg.num_seeds // loop.placement.num_devices
+    seeds_here = loop.num_members if cpu else loop.num_members // loop.placement.num_devices
     need = per_seed * seeds_here * copies
     if need > free:
         gib = 2**30
         raise ConfigError(
             f"--replay-size {cfg.replay_size:,} needs {need / gib:,.1f} GiB for {seeds_here} seeds "
-            f"({per_seed / gib:,.2f} GiB per seed{', x2 while a checkpoint copies it' if copies == 2 else ''}), "
+            f"({per_seed / gib:,.2f} GiB per seed{', x2 while a checkpoint copies it' if copies == 2 else ''}"
+            f"{f'; {seeds_here} counts every sweep point' if cfg.sweep else ''}), "
             f"more than the {free / gib:,.1f} GiB free in {where}; lower --replay-size or --num-seeds"
             + (" or pass --no-save-replay" if copies == 2 else "")
         )
@@ -247,7 +248,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
 def print_config(cfg: TrainConfig) -> None:
     """--print-config: the resolved config and its derived figures as JSON (as in config.json)."""
     cfg = resolve_config(cfg)
-    devices = parallel.device_count(cfg.num_seeds, cfg.devices)
+    devices = parallel.device_count(cfg.num_members, cfg.devices)
     data = to_dict(dataclasses.replace(cfg, print_config=False))
     print(json.dumps({**data, "derived": {"devices": devices, **derived(cfg)}}, indent=2))
 
@@ -261,9 +262,10 @@ class Run:
     run_dir: str
     mngr: object
     state: object
-    last_eval: np.ndarray  # latest evaluation per seed (NaN before the first)
+    last_eval: np.ndarray  # latest evaluation per member (seed x sweep point; NaN before the first)
     best: np.ndarray
     wall_offset: float  # wall time of the run before this process (resume)
+    frozen: dict = dataclasses.field(default_factory=dict)  # member -> its frozen.json entry
 
 
 def open_run(cfg: TrainConfig, log) -> Run:
@@ -279,16 +281,18 @@ def open_run(cfg: TrainConfig, log) -> Run:
         restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart,
                                              background=True)
     run_dir = prepare_run_dir(cfg, figures)
-    log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds x {cfg.num_envs} envs on {loop.placement.describe()} | "
+    grid = f" x {len(loop.points)} sweep points" if cfg.sweep else ""
+    log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds{grid} x {cfg.num_envs} envs on {loop.placement.describe()} | "
         f"obs {loop.env.obs_size}, "
         f"action {loop.env.action_size} | run {run_dir}")
     log(derived_table(figures))
-    note = parallel.auto_note(cfg.num_seeds, loop.placement.num_devices, jax.device_count()) if cfg.devices is None else None
+    note = parallel.auto_note(loop.num_members, loop.placement.num_devices, jax.device_count()) if cfg.devices is None else None
     if note:
         log(note)
 
-    run = Run(cfg=cfg, loop=loop, run_dir=run_dir, mngr=None, state=None, last_eval=np.full(cfg.num_seeds, np.nan),
-              best=np.full(cfg.num_seeds, -np.inf), wall_offset=0.0)
+    members = loop.num_members
+    run = Run(cfg=cfg, loop=loop, run_dir=run_dir, mngr=None, state=None, last_eval=np.full(members, np.nan),
+              best=np.full(members, -np.inf), wall_offset=0.0)
     step = None
     if restored is not None:
         run.mngr, step, run.state, had_replay = restored
@@ -296,6 +300,7 @@ def open_run(cfg: TrainConfig, log) -> Run:
         run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints, background=True)
     if step is not None:
         log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))
+        run.frozen = read_frozen(run_dir, step, write=parallel.is_main())
         for r in truncate_metrics(run_dir, step, write=parallel.is_main()):  # drop rows logged after the checkpoint
             run.wall_offset = max(run.wall_offset, r["wall_time"])
             if r["eval_return"] is not None:
@@ -305,6 +310,7 @@ def open_run(cfg: TrainConfig, log) -> Run:
         if cfg.resume is not None:
             log(f"{run_dir} has no readable checkpoint: starting the run over (--restart)")
             truncate_metrics(run_dir, -1, write=parallel.is_main())
+            read_frozen(run_dir, -1, write=parallel.is_main())
         run.state = loop.initial_state()
     return run
 
@@ -344,12 +350,66 @@ def with_evaluation(metrics: dict, returns: np.ndarray | None) -> dict:
     return {**metrics, "eval/return": evals, "check/evaluated": evaluated}
 
 
+FROZEN_FILE = "frozen.json"
+
+
+def read_frozen(run_dir: str, max_env_steps: int, write: bool = True) -> dict[int, dict]:
+    """The members frozen up to `max_env_steps` (the checkpoint a run resumes from), from
+    frozen.json; later entries are dropped (the resumed run meets them again)."""
+    path = os.path.join(run_dir, FROZEN_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        kept = {int(m): e for m, e in json.load(f).items() if e["env_step"] <= max_env_steps}
+    if write:
+        write_frozen(run_dir, kept)
+    return kept
+
+
+def write_frozen(run_dir: str, frozen: dict[int, dict]) -> None:
+    with open(os.path.join(run_dir, FROZEN_FILE), "w") as f:
+        json.dump({str(m): e for m, e in sorted(frozen.items())}, f, indent=2)
+
+
+def member_name(loop: Loop, member: int) -> str:
+    """`seed 3`, or `seed 1 of point smfp.beta_md=10` in a sweep."""
+    seed, point = member % loop.cfg.num_seeds, member // loop.cfg.num_seeds
+    return f"seed {seed}" + (f" of point {point_label(loop.points[point])}" if loop.cfg.sweep else "")
+
+
+def freeze_members(run: Run, frozen_at: np.ndarray, bad: dict, log) -> dict:
+    """Record the members the loop froze in this chunk (frozen.json, one log line each) and return
+    the non-finite findings that no freeze explains."""
+    cfg = run.cfg
+    for m in map(int, np.flatnonzero(frozen_at >= 0)):
+        if m in run.frozen:
+            continue
+        step, quantity = bad.get(m, ((int(frozen_at[m])) * cfg.num_envs, "learner state (parameters or statistics)"))
+        run.frozen[m] = {"seed": m % cfg.num_seeds, "point": m // cfg.num_seeds, "env_step": step, "quantity": quantity}
+        log(f"warning: {member_name(run.loop, m)} froze at env step {step:,} ({quantity} non-finite); it keeps its last "
+            f"finite state and the other members train on")
+    if parallel.is_main() and run.frozen:
+        write_frozen(run.run_dir, run.frozen)
+    return {m: v for m, v in bad.items() if m not in run.frozen}
+
+
 def stop_on_nonfinite(run: Run, bad: dict) -> None:
     run.mngr.close()  # a background write finishes first
     good = run.mngr.latest_step()
     kept = f"the last good checkpoint ({good:,} env steps) is kept" if good is not None else "no checkpoint was saved yet"
     raise TrainingStopped(f"non-finite values ({describe(bad)}); this state was not saved, {kept}; "
                           f"run directory {run.run_dir}")
+
+
+def label_rows(loop: Loop, rows: list[dict]) -> list[dict]:
+    """In a sweep, each row (keyed by member in `seed`) also names its grid point: `point` (its
+    index) and the swept options' values."""
+    if not loop.cfg.sweep:
+        return rows
+    for row in rows:
+        point = row["seed"] // loop.cfg.num_seeds
+        row.update({"point": point, **loop.points[point]})
+    return rows
 
 
 def compile_evaluation(loop: Loop, state, episodes: int):
@@ -371,15 +431,15 @@ def drive(run: Run, log, timings: Timings) -> str | None:
         f"({cfg.eval_episodes} episodes per seed) in {timings.seconds['compile']:.1f} s")
 
     iteration = int(run.state.iteration)
-    progress = Progress(sched.total * cfg.num_envs, iteration * cfg.num_envs, cfg.num_seeds,
+    progress = Progress(sched.total * cfg.num_envs, iteration * cfg.num_envs, loop.num_members,
                         **({} if main else {"stream": open(os.devnull, "w")}))
     t0 = time.perf_counter()
     elapsed = lambda: run.wall_offset + time.perf_counter() - t0
     if iteration == 0:  # the initial policy's return: the first point of every learning curve
         with timings("evaluation"):
             run.last_eval[:] = parallel.to_host(evaluate(run.state)).mean(axis=1)
-        main and writer.write([{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)}
-                      for s, r in enumerate(run.last_eval)])
+        main and writer.write(label_rows(loop, [{"seed": s, "env_steps": 0, "wall_time": 0.0, "eval_return": float(r)}
+                                                for s, r in enumerate(run.last_eval)]))
         if not np.all(np.isfinite(run.last_eval)):
             run.mngr.close()
             bad = {s: (0, "eval/return") for s in np.flatnonzero(~np.isfinite(run.last_eval))}
@@ -403,11 +463,14 @@ def drive(run: Run, log, timings: Timings) -> str | None:
                 with timings("evaluation"):
                     returns = parallel.to_host(evaluate(run.state)).mean(axis=1)
             metrics = with_evaluation(metrics, returns)
-            main and writer.write(chunk_rows(metrics, iteration, cfg.num_envs, elapsed(), run.last_eval))
+            main and writer.write(label_rows(loop, chunk_rows(metrics, iteration, cfg.num_envs, elapsed(), run.last_eval)))
             bad = first_nonfinite(metrics, iteration, cfg.num_envs)
-            if bad:
+            if bad or not np.all(np.asarray(metrics["check/state_finite"])):
                 progress.close()
-                stop_on_nonfinite(run, bad)
+                frozen_at = parallel.to_host(run.state.seeds.frozen_at)
+                bad = freeze_members(run, frozen_at, bad, log)
+                if bad or len(run.frozen) == loop.num_members:
+                    stop_on_nonfinite(run, bad or {m: (e["env_step"], e["quantity"]) for m, e in run.frozen.items()})
             run.best = np.fmax(run.best, run.last_eval)
             progress.update(iteration * cfg.num_envs, run.last_eval, evaluated=returns is not None)
             interrupted = stop.received
@@ -450,6 +513,8 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     interrupted = drive(run, log, timings)
     wall = time.perf_counter() - t
     log(summary_table(run.last_eval, run.best))
+    for m, e in sorted(run.frozen.items()):
+        log(f"frozen: {member_name(run.loop, m)} since env step {e['env_step']:,} ({e['quantity']})")
     log(timings.summary(wall))
     log(checkpoint_summary(run.run_dir, timings.seconds["checkpointing"]))
     if parallel.is_main():

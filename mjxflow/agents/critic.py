@@ -22,8 +22,8 @@ class CriticState(struct.PyTreeNode):
 
 
 class Critic:
-    def __init__(self, cfg: CriticConfig, obs_size: int, action_size: int):
-        check_critic(cfg)
+    def __init__(self, cfg: CriticConfig, obs_size: int, action_size: int, check: bool = True):
+        check and check_critic(cfg)
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size

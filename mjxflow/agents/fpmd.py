@@ -35,17 +35,18 @@ class FPMDState(struct.PyTreeNode):
 
 
 class FPMD:
-    def __init__(self, variant: str, cfg: FPMDConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
+    def __init__(self, variant: str, cfg: FPMDConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int,
+                 check: bool = True):
         if variant not in ("r", "m"):
             raise ValueError(f"unknown FPMD variant {variant!r}; valid: r, m")
-        check_fpmd(cfg)
+        check and check_fpmd(cfg)
         self.name = f"fpmd-{variant}"
         self.variant = variant
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size
         self.actor = FlowActor(tuple(cfg.actor_hidden), action_size)
-        self.critic = Critic(critic_cfg, obs_size, action_size)
+        self.critic = Critic(critic_cfg, obs_size, action_size, check)
         self.actor_opt = optax.adam(cfg.actor_lr)
         self.train_steps = cfg.train_steps if variant == "r" else 1
 

@@ -25,13 +25,13 @@ class SACState(struct.PyTreeNode):
 class SAC:
     name = "sac"
 
-    def __init__(self, cfg: SACConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
-        check_sac(cfg)
+    def __init__(self, cfg: SACConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int, check: bool = True):
+        check and check_sac(cfg)
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size
         self.actor = GaussianActor(tuple(cfg.actor_hidden), action_size, cfg.log_std_min, cfg.log_std_max)
-        self.critic = Critic(critic_cfg, obs_size, action_size)
+        self.critic = Critic(critic_cfg, obs_size, action_size, check)
         self.actor_opt = optax.adam(cfg.actor_lr)
         self.temperature = Temperature(cfg.init_alpha, cfg.alpha_lr, -action_size * cfg.target_entropy_scale, cfg.autotune_alpha)
 

@@ -65,13 +65,13 @@ def surrogate_log_prob(x: jax.Array, loc: jax.Array, log_sigma: jax.Array) -> ja
 class SMFP:
     name = "smfp"
 
-    def __init__(self, cfg: SMFPConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int):
-        check_smfp(cfg)
+    def __init__(self, cfg: SMFPConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int, check: bool = True):
+        check and check_smfp(cfg)
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size
         self.actor = FlowActor(tuple(cfg.actor_hidden), action_size, True, cfg.log_sigma_min, cfg.log_sigma_max)
-        self.critic = Critic(critic_cfg, obs_size, action_size)
+        self.critic = Critic(critic_cfg, obs_size, action_size, check)
         self.actor_opt = optax.adam(cfg.actor_lr)
         self.temperature = Temperature(cfg.init_alpha, cfg.alpha_lr, -action_size * cfg.target_entropy_scale,
                                        cfg.autotune_alpha, enabled=cfg.entropy)
@@ -185,7 +185,7 @@ class SMFP:
         entropic = self.alpha(state) * jnp.mean(logp) - jnp.mean(self.critic.min_q(critic_params, obs, s.action))
         info = {"actor/entropic_loss": entropic, "actor/entropy": -jnp.mean(logp)}
         loss = entropic
-        if self.cfg.beta_md > 0:
+        if isinstance(self.cfg.beta_md, jax.Array) or self.cfg.beta_md > 0:  # swept (traced): always computed
             md, md_info = self.md_loss(params, state.old_params, critic_params, obs, md_key)
             loss = loss + self.cfg.beta_md * md
             info.update(md_info)
