@@ -88,6 +88,10 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
             for s, (m, sd) in enumerate(zip(per_seed_mean, per_seed_std))
         ],
     }
+    if run.cfg.sweep:  # rows are members: seed s of grid point s // num_seeds
+        for row in result["per_seed"]:
+            point = row["seed"] // run.cfg.num_seeds
+            row.update({"point": point, **run.loop.points[point]})
     log(f"{run.cfg.agent} on {run.cfg.env}, checkpoint at {run.step:,} env steps, {episodes} episodes per seed")
     log("| seed | return mean | return std |\n| --- | --- | --- |")
     for row in result["per_seed"]:

@@ -245,12 +245,17 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def grid_figures(cfg: TrainConfig) -> dict:
+    """With --sweep: its points and the members of the vmapped axis (points x seeds)."""
+    return {"sweep_points": len(cfg.sweep_points), "members": cfg.num_members} if cfg.sweep else {}
+
+
 def print_config(cfg: TrainConfig) -> None:
     """--print-config: the resolved config and its derived figures as JSON (as in config.json)."""
     cfg = resolve_config(cfg)
     devices = parallel.device_count(cfg.num_members, cfg.devices)
     data = to_dict(dataclasses.replace(cfg, print_config=False))
-    print(json.dumps({**data, "derived": {"devices": devices, **derived(cfg)}}, indent=2))
+    print(json.dumps({**data, "derived": {"devices": devices, **grid_figures(cfg), **derived(cfg)}}, indent=2))
 
 
 @dataclass
@@ -273,7 +278,7 @@ def open_run(cfg: TrainConfig, log) -> Run:
     Everything that can reject the input happens before the run directory is touched."""
     cfg = resolve_config(cfg)
     loop = build_loop(cfg)  # builds the env and agent and places the seeds; the config is resolved already
-    figures = {"devices": loop.placement.num_devices, **derived(cfg, loop.env.obs_size, loop.env.action_size)}
+    figures = {"devices": loop.placement.num_devices, **grid_figures(cfg), **derived(cfg, loop.env.obs_size, loop.env.action_size)}
     check_memory(cfg, loop)
     enable_compile_cache(cfg.compile_cache)
     restored = None
