@@ -23,8 +23,9 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
            SMFP also gets a row `smfp-full`: its full mirror-descent step and conditional surrogate.
 - peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
            and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
-           a second virtual environment (peer_venv, created on first use from
-           mjxflow/peer/requirements.txt) and reports back as JSON; the project's jax is untouched.
+           a second virtual environment (peer_venv, which you create once from
+           benchmarks/peer/requirements.txt: see the README) and reports back as JSON; the
+           project's jax is untouched. Without that environment the section says how to make it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -93,7 +93,7 @@ class BenchConfig:
     latency_steps: int = 20
     """Euler steps of FPMD-R's multi-step row in the latency table (its paper's K)."""
     peer_venv: str = "~/.cache/mjxflow/peer-venv"
-    """Virtual environment of brax's trainer (created on first use from mjxflow/peer/requirements.txt)."""
+    """Virtual environment of brax's trainer (create it from benchmarks/peer/requirements.txt)."""
     peer_timeout: int = 1800
     """Seconds allowed for setting up and running the peer, per num_envs setting."""
     name: str | None = None
@@ -433,22 +433,21 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer")
+# brax's trainer and its pinned requirements live beside the package, in the repository
+PEER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "peer")
 
 
 def peer_python(cfg: BenchConfig, log=print) -> str:
-    """The peer environment's interpreter, creating the environment first when it is missing."""
+    """The peer environment's interpreter (set up beforehand, from benchmarks/peer/requirements.txt:
+    nothing is installed at run time)."""
     venv = os.path.expanduser(cfg.peer_venv)
     python = os.path.join(venv, "bin", "python")
+    if not os.path.isdir(PEER_DIR):
+        raise OSError(f"{PEER_DIR} is missing: the peer runs from a checkout of the repository")
     if not os.path.exists(python):
-        log(f"peer: creating {venv} (brax.training with jax < 0.8; once)")
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        done = subprocess.run([python, "-m", "pip", "install", "-q", "-r", os.path.join(PEER_DIR, "requirements.txt")],
-                              capture_output=True, text=True, timeout=cfg.peer_timeout)
-        if done.returncode != 0:
-            shutil.rmtree(venv, ignore_errors=True)  # half-installed: try again next time
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise subprocess.SubprocessError(f"pip install failed: {tail}")
+        requirements = os.path.relpath(os.path.join(PEER_DIR, "requirements.txt"))
+        raise OSError(f"no peer environment at {venv}; create it once with: python3 -m venv {venv} && "
+                      f"{python} -m pip install -r {requirements}")
     return python
 
 

@@ -67,6 +67,10 @@ def test_peer_plumbing_with_a_stand_in_interpreter(tmp_path):
     assert bench.measure_peer(failing, ours, log=messages.append) == []
     assert "brax's SAC at 8 envs failed" in messages[-1]
 
+    missing = bench.BenchConfig(env="hopper", num_envs=(8,), peer_venv=str(tmp_path / "none"))  # installs nothing
+    assert bench.measure_peer(missing, ours, log=messages.append) == [] and not (tmp_path / "none").exists()
+    assert "no peer environment at" in messages[-1] and "benchmarks/peer/requirements.txt" in messages[-1]
+
 
 def test_headline_measures_the_resolved_training_config(tmp_path, capsys):
     args = ["--env", "bandit", "--agents", "sac", "--num-envs", "8", "--iters", "3", "--repeats", "2",

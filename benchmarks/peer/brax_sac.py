@@ -1,7 +1,7 @@
 """Time brax's own SAC trainer (brax.training.agents.sac) on a brax MJX task; prints one JSON line.
 
 Run by `python -m mjxflow.bench --measure peer` with the interpreter of the peer environment
-(mjxflow/peer/requirements.txt), never with the project's own: it imports nothing from mjxflow.
+(benchmarks/peer/requirements.txt), never with the project's own: it imports nothing from mjxflow.
 brax reports env steps/s per training epoch ('training/sps', evaluation excluded); the first
 epoch includes compilation and is dropped.
 """
