@@ -95,7 +95,7 @@ class FlowTimeConfig:
 
 @dataclass(frozen=True)
 class SMFPConfig:
-    """Stochastic MeanFlow Policy (our specification, ALGORITHMS.md): one-step MeanFlow actor with
+    """Stochastic MeanFlow Policy (our specification, docs/ALGORITHMS.md): one-step MeanFlow actor with
     a learned Gaussian perturbation, an entropy surrogate and entropic mirror descent."""
 
     actor_hidden: tuple[int, ...] = (256, 256)

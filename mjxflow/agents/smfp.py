@@ -1,4 +1,4 @@
-"""SMFP: Stochastic MeanFlow Policy trained by entropic mirror descent (ALGORITHMS.md, our spec).
+"""SMFP: Stochastic MeanFlow Policy trained by entropic mirror descent (docs/ALGORITHMS.md, our spec).
 
 Policy: e, xi ~ N(0, I); x = e - u(s, e, 0, 1) + sigma(s, e, 0, 1) * xi; a = tanh(x).
 Actor loss = entropic step (reparameterised, on the entropy surrogate) + beta_md * weighted
@@ -136,7 +136,7 @@ class SMFP:
 
     def md_terms(self, params: dict, old_params: dict, critic_params: dict, obs: jax.Array, key: jax.Array) -> MDTerms:
         """The pieces of the mirror-descent regression: N old-policy particles per state and their
-        weights, each regressed particle paired with fresh noise e' at times (r, t) (ALGORITHMS.md,
+        weights, each regressed particle paired with fresh noise e' at times (r, t) (docs/ALGORITHMS.md,
         SMFP step 3).
 
         With md_samples = M > 0 only M particles per state are regressed: drawn with replacement in
