@@ -39,7 +39,7 @@ from etils import epath
 
 from mjxflow.cli import ConfigError
 from mjxflow.config import TrainConfig, load_json
-from mjxflow.loop import Loop, TrainState, build_loop
+from mjxflow.loop import Loop, PolicyState, TrainState, build_loop, policy_state
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -97,7 +97,7 @@ def layout(packed: list) -> list[str]:
 def save(mngr: ocp.CheckpointManager, step: int, state: TrainState, with_replay: bool, wait: bool = True) -> None:
     """Save the state as checkpoint `step`; `wait` False returns before a background manager has
     written it (see manager)."""
-    packed = {"state": _pack(_without_replay(state))}
+    packed = {"state": _pack(_without_replay(state)), "policy": _pack(policy_state(state.seeds))}
     if with_replay:
         packed["replay"] = _pack(state.seeds.replay)
     items = {name: ocp.args.StandardSave(tree) for name, tree in packed.items()}
@@ -212,14 +212,27 @@ def incompatibility(run_dir: str, step: int, template: TrainState) -> str | None
     arrays of the wrong shape or from damaged metadata, leaves pages of tracebacks behind): an
     incompatible release or setup, damaged metadata, or None when it looks readable. `template`:
     the expected state's shapes (loop.state_shapes())."""
+    writer, why = _writer(run_dir, step)
+    if why:
+        return why
+    items = {"state": _without_replay(template)}
+    if os.path.isdir(os.path.join(checkpoint_dir(run_dir), str(step), "replay")):
+        items["replay"] = template.seeds.replay
+    return _layout_mismatch(run_dir, step, items, writer)
+
+
+def _writer(run_dir: str, step: int) -> tuple[str, str | None]:
+    """Which release wrote the checkpoint, and why its format cannot be read (None if it can)."""
     meta = saved_meta(run_dir, step)
     writer = "a release without a format record" if meta is None else \
         f"mjxflow {meta.get('mjxflow', '?')}, format {meta.get('format', '?')}"
     if meta is not None and meta.get("format") != FORMAT:
-        return f"written by an incompatible release ({writer}; this is mjxflow {release()}, format {FORMAT})"
-    items = {"state": _without_replay(template)}
-    if os.path.isdir(os.path.join(checkpoint_dir(run_dir), str(step), "replay")):
-        items["replay"] = template.seeds.replay
+        return writer, f"written by an incompatible release ({writer}; this is mjxflow {release()}, format {FORMAT})"
+    return writer, None
+
+
+def _layout_mismatch(run_dir: str, step: int, items: dict, writer: str) -> str | None:
+    """Why the items' stored arrays are not those of the expected trees (None when they are)."""
     for item, tree in items.items():
         try:
             saved = _stored_layout(run_dir, step, item)
@@ -288,6 +301,50 @@ def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[st
     return (mngr, *found)
 
 
+def policy_incompatibility(run_dir: str, step: int, template: PolicyState) -> str | None:
+    """incompatibility() for the policy item alone."""
+    writer, why = _writer(run_dir, step)
+    if why:
+        return why
+    if not os.path.isdir(os.path.join(checkpoint_dir(run_dir), str(step), "policy")):
+        return f"it has no policy item (written by {writer}, before policies were saved apart)"
+    return _layout_mismatch(run_dir, step, {"policy": template}, writer)
+
+
+def restore_policy(run_dir: str, step: int, loop: Loop) -> PolicyState:
+    """The `policy` item of checkpoint `step` alone (actor parameters, observation statistics and
+    evaluation keys of every member), read onto this loop's devices; nothing else is read, so a
+    missing or damaged replay buffer or train state does not matter. UnreadableCheckpoint says why
+    it cannot be read."""
+    template = policy_state(loop.state_shapes().seeds)
+    with QuietReads() as quiet:
+        why = policy_incompatibility(run_dir, step, template)
+        quiet.failed = why is not None
+        if why is None:
+            try:
+                with muted("absl"):
+                    mngr = manager(run_dir)
+                    restored = mngr.restore(step, args=ocp.args.Composite(policy=ocp.args.StandardRestore(_pack(template))))
+                    mngr.close()
+                return _unpack(template, restored["policy"])
+            except Exception as e:  # orbax and tensorstore raise many kinds for a damaged checkpoint
+                why = f"damaged ({_reason(e)})"
+    raise UnreadableCheckpoint(why)
+
+
+def checkpoint_steps(run_dir: str) -> list[int]:
+    """Steps of a run's complete checkpoints (FileNotFoundError when it has none)."""
+    if not os.path.isdir(checkpoint_dir(run_dir)):
+        raise FileNotFoundError(f"{run_dir} has no checkpoints")
+    with muted("absl"):
+        mngr = manager(run_dir)
+        steps = sorted(mngr.all_steps())
+        mngr.close()
+    if not steps:
+        raise FileNotFoundError(f"{run_dir} has no checkpoints")
+    return steps
+
+
 @dataclass
 class LoadedRun:
     cfg: TrainConfig
@@ -299,13 +356,9 @@ class LoadedRun:
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     """Config, loop and the state of checkpoint `step` (default: the latest) of a run directory."""
     cfg = load_json(os.path.join(run_dir, "config.json"))
-    if not os.path.isdir(checkpoint_dir(run_dir)):
-        raise FileNotFoundError(f"{run_dir} has no checkpoints")
+    steps = checkpoint_steps(run_dir)
     with muted("absl"):
         mngr = manager(run_dir)
-        steps = mngr.all_steps()
-    if not steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints")
     if step is None:
         step = max(steps)
     elif step not in steps:

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjxflow import checkpoint
+from mjxflow import parallel
+from mjxflow.policy import Policies, load_policies
 from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 
 
@@ -35,7 +36,7 @@ class EvalConfig:
     """Folder of JAX's persistent compilation cache (None turns it off)."""
 
 
-def mode_coverage(run: checkpoint.LoadedRun, num_samples: int, key: jax.Array) -> np.ndarray:
+def mode_coverage(run: Policies, num_samples: int, key: jax.Array) -> np.ndarray:
     """Fraction of policy samples (stochastic policy, at initial states) in each optimal mode,
     shape (seeds, modes); the rest fell in no mode."""
     env, loop = run.loop.env, run.loop
@@ -43,12 +44,12 @@ def mode_coverage(run: checkpoint.LoadedRun, num_samples: int, key: jax.Array) -
     obs = jax.vmap(env.reset)(jax.random.split(obs_key, num_samples)).obs
 
     @jax.jit
-    def fractions(seeds):
-        actions = jax.vmap(lambda seed: loop.policy_samples(seed, obs, act_key))(seeds)
+    def fractions(policies):
+        actions = jax.vmap(lambda ps: loop.acting(ps, False)(obs, act_key))(policies)
         modes = env.mode_of(actions)  # (seeds, samples)
         return jnp.stack([jnp.mean(modes == k, axis=-1) for k in range(len(env.goals))], axis=-1)
 
-    return np.asarray(fractions(run.state.seeds))
+    return np.asarray(parallel.to_host(fractions(run.state)))
 
 
 def modes_kept(coverage: np.ndarray, threshold: float = 0.1) -> np.ndarray:
@@ -71,9 +72,10 @@ def validate(cfg: EvalConfig) -> None:
 def evaluate_run(cfg: EvalConfig, log=print) -> dict:
     validate(cfg)
     enable_compile_cache(cfg.compile_cache)
-    run = checkpoint.load_run(cfg.run, cfg.step)
+    run = load_policies(cfg.run, cfg.step)  # the policy item alone: no replay buffer, no optimiser states
     episodes = run.cfg.eval_episodes if cfg.episodes is None else cfg.episodes
-    returns = np.asarray(jax.device_get(run.loop.make_evaluate_all(episodes)(run.state)))  # (seeds, episodes)
+    evaluate = run.loop.make_evaluate_policies(episodes)
+    returns = np.asarray(parallel.to_host(evaluate(run.state, jnp.asarray(run.iteration, jnp.int32))))  # (seeds, episodes)
     per_seed_mean, per_seed_std = returns.mean(axis=1), returns.std(axis=1)
     result = {
         "run": cfg.run,

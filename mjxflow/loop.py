@@ -44,6 +44,27 @@ class SeedState(struct.PyTreeNode):
     hyper: jax.Array | None = None  # this member's values of the swept options (cfg.sweep order); None: no sweep
 
 
+class PolicyState(struct.PyTreeNode):
+    """What acting needs, per member (leading axis in a run): the actor's parameters, the
+    observation statistics and the evaluation key. Checkpoints hold it as an item of its own, so a
+    policy loads without the replay buffer or optimiser states (mjxflow.policy)."""
+
+    actor_params: Any
+    norm: RunningStats
+    eval_key: jax.Array
+
+
+class ActorOnly(struct.PyTreeNode):
+    """An agent state reduced to its actor: enough for `act(..., deterministic=True)` and
+    `policy_sample` of every agent."""
+
+    actor_params: Any
+
+
+def policy_state(seeds: SeedState) -> PolicyState:
+    return PolicyState(actor_params=seeds.agent.actor_params, norm=seeds.norm, eval_key=seeds.eval_key)
+
+
 class TrainState(struct.PyTreeNode):
     seeds: SeedState
     iteration: jax.Array  # completed iterations, shared by every seed
@@ -146,6 +167,14 @@ class Loop:
         agent = self.agent_for(seed.hyper)
         return lambda obs, key: agent.act(seed.agent, self.normalize(seed.norm, obs), key, deterministic)
 
+    def acting(self, ps: PolicyState, deterministic: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """(raw observations, key) -> actions of a loaded policy: deterministic, the agent's
+        evaluation action; else a draw from the learned policy itself (no exploration extras)."""
+        actor = ActorOnly(actor_params=ps.actor_params)
+        if deterministic:
+            return lambda obs, key: self.agent.act(actor, self.normalize(ps.norm, obs), key, True)
+        return lambda obs, key: self.agent.policy_sample(actor, self.normalize(ps.norm, obs), key)
+
     def collect(self, seed: SeedState, random_actions: jax.Array) -> tuple[SeedState, dict]:
         """One step of every training environment; the transitions go into the replay buffer."""
         key, act_key, random_key = jax.random.split(seed.key, 3)
@@ -181,10 +210,10 @@ class Loop:
         (agent, _), infos = jax.lax.scan(one_update, (seed.agent, learn_key), None, length=self.cfg.updates_per_iter)
         return seed.replace(agent=agent, key=key), jax.tree.map(jnp.mean, infos)
 
-    def evaluate(self, seed: SeedState, iteration: jax.Array, num_episodes: int) -> jax.Array:
+    def evaluate(self, ps: PolicyState, iteration: jax.Array, num_episodes: int) -> jax.Array:
         """Returns of `num_episodes` deterministic-policy episodes on fresh evaluation envs."""
-        key = jax.random.fold_in(seed.eval_key, iteration)
-        return rollout_returns(self.env, self.policy(seed, True), key, num_episodes, self.episode_env.episode_length)
+        key = jax.random.fold_in(ps.eval_key, iteration)
+        return rollout_returns(self.env, self.acting(ps, True), key, num_episodes, self.episode_env.episode_length)
 
     # ---- the fused iteration ----------------------------------------------------------------------
     @staticmethod
@@ -261,18 +290,21 @@ class Loop:
         run._cache_size = jitted._cache_size
         return run
 
-    def policy_samples(self, seed: SeedState, obs: jax.Array, key: jax.Array) -> jax.Array:
-        """Draws from the learned policy itself (no exploration extras) at raw observations."""
-        return self.agent_for(seed.hyper).policy_sample(seed.agent, self.normalize(seed.norm, obs), key)
-
     def make_evaluate_all(self, num_episodes: int) -> Callable[[TrainState], jax.Array]:
         """jit(state -> returns (seeds, num_episodes)) at the state's own iteration: the same
         episodes as the in-loop evaluation of that iteration when num_episodes == cfg.eval_envs."""
 
         def evaluate_all(ts: TrainState) -> jax.Array:
-            return jax.vmap(self.evaluate, in_axes=(0, None, None))(ts.seeds, ts.iteration, num_episodes)
+            return jax.vmap(self.evaluate, in_axes=(0, None, None))(policy_state(ts.seeds), ts.iteration, num_episodes)
 
         return jax.jit(self.placement.per_device(evaluate_all, (self.state_specs,), parallel.P(parallel.SEED)))
+
+    def make_evaluate_policies(self, num_episodes: int) -> Callable[[PolicyState, jax.Array], jax.Array]:
+        """jit((policies of every member, iteration) -> returns (members, num_episodes)): the same
+        episodes as make_evaluate_all on the state they came from."""
+        seeds = parallel.P(parallel.SEED)
+        evaluate = lambda ps, it: jax.vmap(self.evaluate, in_axes=(0, None, None))(ps, it, num_episodes)  # noqa: E731
+        return jax.jit(self.placement.per_device(evaluate, (seeds, parallel.P()), seeds))
 
 
 def build_loop(cfg: TrainConfig, placement: parallel.Placement | None = None) -> Loop:

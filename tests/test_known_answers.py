@@ -10,12 +10,12 @@ import pytest
 
 from mjxflow import flows, normalizer
 from mjxflow.agents import make_agent
-from mjxflow.checkpoint import LoadedRun
+from mjxflow.policy import Policies
 from mjxflow.config import CriticConfig, FPMDConfig, SACConfig, SMFPConfig
 from mjxflow.envs import EnvState
 from mjxflow.envs.probes import MultiGoal
 from mjxflow.evaluate import mode_coverage, modes_kept
-from mjxflow.loop import Loop, SeedState, TrainState
+from mjxflow.loop import Loop, PolicyState
 from mjxflow.scale import resolve
 
 from conftest import tiny_config
@@ -155,7 +155,8 @@ class KnownModes:
     def __init__(self, goals):
         self.points = jnp.concatenate([goals, jnp.zeros((1, 2))])
 
-    def policy_sample(self, probs, obs, key):
+    def policy_sample(self, state, obs, key):
+        probs = state.actor_params
         pick_key, jitter_key = jax.random.split(key)
         idx = jax.random.choice(pick_key, len(self.points), (obs.shape[0],), p=probs)
         jitter = jax.random.uniform(jitter_key, (obs.shape[0], 2), minval=-0.035, maxval=0.035)
@@ -168,8 +169,8 @@ def test_mode_coverage_recovers_known_fractions():
     cfg = tiny_config(env="multigoal", num_seeds=3, normalize_obs=False)
     loop = Loop(cfg, env, KnownModes(env.goals))
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    seeds = SeedState(agent=jnp.asarray(probs, jnp.float32), norm=None, envs=None, replay=None, key=keys, eval_key=keys)
-    run = LoadedRun(cfg=cfg, loop=loop, state=TrainState(seeds=seeds, iteration=jnp.zeros((), jnp.int32)), step=0)
+    policies = PolicyState(actor_params=jnp.asarray(probs, jnp.float32), norm=None, eval_key=keys)
+    run = Policies(cfg=cfg, loop=loop, state=policies, step=0)
     n = 4000
     coverage = mode_coverage(run, n, jax.random.PRNGKey(1))
     assert coverage.shape == (3, 4)
