@@ -274,6 +274,9 @@ class TrainConfig:
 
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""
+    tensorboard: bool = True
+    """Also write the logged scalars as TensorBoard event files in the run's tb/ folder
+    (`tensorboard --logdir runs`)."""
 
     sweep: tuple[str, ...] = ()
     """Hyper-parameter grid trained beside the seeds in one compiled program: NAME=V1,V2,...

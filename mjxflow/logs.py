@@ -51,11 +51,13 @@ def _jsonable(row: dict) -> dict:
 
 
 class MetricsWriter:
-    """Appends rows to run_dir/metrics.jsonl and run_dir/metrics.csv (a resumed run continues them)."""
+    """Appends rows to run_dir/metrics.jsonl and run_dir/metrics.csv (a resumed run continues them),
+    and with `tensorboard` to TensorBoard event files in run_dir/tb/ (TensorBoardWriter)."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, tensorboard: bool = False, resume_step: int | None = None):
         self.jsonl_path = os.path.join(run_dir, "metrics.jsonl")
         self.csv_path = os.path.join(run_dir, "metrics.csv")
+        self.tb = TensorBoardWriter(run_dir, resume_step) if tensorboard else None
         self.fields: list[str] | None = None
         if os.path.exists(self.csv_path) and os.path.getsize(self.csv_path):
             with open(self.csv_path) as f:
@@ -73,6 +75,43 @@ class MetricsWriter:
             if new_file:
                 writer.writeheader()
             writer.writerows(rows)
+        if self.tb is not None:
+            self.tb.write(rows)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class TensorBoardWriter:
+    """The same scalars as metrics.jsonl as TensorBoard event files in run_dir/tb/: one series per
+    seed (`eval_return/seed_0`, `critic/loss/seed_0`, ...) and their mean over seeds
+    (`eval_return/mean`), against env steps per seed. A resumed run purges the events after the
+    checkpoint it continues from (they are logged again)."""
+
+    def __init__(self, run_dir: str, resume_step: int | None = None):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=None if resume_step is None else resume_step + 1,
+                                    flush_secs=30)
+
+    def write(self, rows: list[dict]) -> None:
+        by_step: dict[int, list[dict]] = {}
+        for row in rows:
+            by_step.setdefault(row["env_steps"], []).append(row)
+        for step, group in sorted(by_step.items()):
+            keys = [k for k in group[0] if k not in ("seed", "env_steps", "wall_time", "point")]
+            for key in keys:
+                values = [r.get(key) for r in group]
+                finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+                for r, v in zip(group, values):
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                        self.writer.add_scalar(f"{key}/seed_{r['seed']}", float(v), step)
+                if finite:
+                    self.writer.add_scalar(f"{key}/mean", float(np.mean(finite)), step)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _warn(message: str) -> None:

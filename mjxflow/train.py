@@ -37,7 +37,7 @@ from mjxflow.scale import derived, derived_table, resolve, schedule
 RESUMABLE_CHANGES = frozenset(
     {"total_steps", "resume", "overwrite", "restart", "print_config", "num_evals", "eval_episodes", "chunk_iters",
      "num_checkpoints", "keep_checkpoints", "save_replay", "compile_cache", "run_name", "runs_dir", "replay_gib_per_seed",
-     "devices", "distributed"}
+     "devices", "distributed", "tensorboard"}
 )
 
 # The nested option group of each agent: `--sac.actor-lr` belongs to --agent sac only.
@@ -271,6 +271,7 @@ class Run:
     best: np.ndarray
     wall_offset: float  # wall time of the run before this process (resume)
     frozen: dict = dataclasses.field(default_factory=dict)  # member -> its frozen.json entry
+    resumed_from: int | None = None  # env steps of the checkpoint this process continued from
 
 
 def open_run(cfg: TrainConfig, log) -> Run:
@@ -304,6 +305,7 @@ def open_run(cfg: TrainConfig, log) -> Run:
     else:
         run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints, background=True)
     if step is not None:
+        run.resumed_from = step
         log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))
         run.frozen = read_frozen(run_dir, step, write=parallel.is_main())
         for r in truncate_metrics(run_dir, step, write=parallel.is_main()):  # drop rows logged after the checkpoint
@@ -428,13 +430,24 @@ def drive(run: Run, log, timings: Timings) -> str | None:
     cfg, loop = run.cfg, run.loop
     sched = schedule(cfg)
     main = parallel.is_main()  # the other processes compute, checkpoint with it, and write nothing
-    writer = MetricsWriter(run.run_dir) if main else None
+    writer = MetricsWriter(run.run_dir, tensorboard=cfg.tensorboard, resume_step=run.resumed_from) if main else None
     with timings("compile"):
         chunk = loop.make_train_chunk().lower(run.state).compile()
         evaluate = compile_evaluation(loop, run.state, cfg.eval_episodes)
     log(f"compiled the training chunk (up to {cfg.chunk_iters} iterations per call) and the evaluation "
         f"({cfg.eval_episodes} episodes per seed) in {timings.seconds['compile']:.1f} s")
 
+    try:
+        return _run_schedule(run, log, timings, sched, chunk, evaluate, writer)
+    finally:
+        main and writer.close()  # TensorBoard's events reach the disk even when the run stops
+
+
+def _run_schedule(run: Run, log, timings: Timings, sched, chunk, evaluate, writer) -> str | None:
+    """drive()'s loop over the schedule with compiled `chunk` and `evaluate`; `writer` None on the
+    processes that write nothing."""
+    cfg, loop = run.cfg, run.loop
+    main = writer is not None
     iteration = int(run.state.iteration)
     progress = Progress(sched.total * cfg.num_envs, iteration * cfg.num_envs, loop.num_members,
                         **({} if main else {"stream": open(os.devnull, "w")}))

@@ -61,6 +61,18 @@ def test_load_policy_and_evaluate_work_without_replay_or_train_state(tmp_path):
     single = policy(obs[0], key)
     assert single.shape == (2,) and np.all(np.abs(single) <= 1)
 
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(run, "tb"))  # TensorBoard's own reader
+    events.Reload()
+    rows = read_jsonl(os.path.join(run, "metrics.jsonl"))
+    for seed in (0, 1):
+        logged = [(r["env_steps"], r["eval_return"]) for r in rows if r["seed"] == seed]
+        got = [(e.step, e.value) for e in events.Scalars(f"eval_return/seed_{seed}")]
+        assert [s for s, _ in got] == [s for s, _ in logged] == [0, 400, 800]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in logged], rtol=1e-6)
+    assert "eval_return/mean" in events.Tags()["scalars"] and "critic/loss/seed_1" in events.Tags()["scalars"]
+
     assert evaluate.main(["--run", run, "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]) == 0
     result = json.load(open(os.path.join(run, "eval.json")))
     logged = {r["seed"]: r["eval_return"] for r in read_jsonl(os.path.join(run, "metrics.jsonl")) if r["env_steps"] == 800}
