@@ -183,11 +183,12 @@ def _fmt_rate(rate: float) -> str:
 
 
 class Progress:
-    """The progress line: env steps, throughput, latest evaluation, ETA.
+    """The progress display: env steps, throughput, latest evaluation, ETA.
 
-    On a terminal the line is redrawn in place after every compiled chunk and kept (a newline) at
-    each evaluation; into a file or pipe, lines are written at evaluations and otherwise at most
-    every `file_every` of the run, so a log holds a few dozen lines, not one per chunk.
+    On a terminal a live bar (rich) moves after every compiled chunk and its clock between them;
+    each evaluation is also kept as a line above it. Into a file or pipe (CI, logs), plain lines are
+    written at evaluations and otherwise at most every `file_every` of the run, so a log holds a few
+    dozen lines, not one per chunk.
     """
 
     def __init__(self, total_steps: int, start_steps: int, num_seeds: int, stream=sys.stdout, file_every: float = 0.05):
@@ -199,28 +200,53 @@ class Progress:
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.file_every = file_every
         self.last_written = -math.inf
-        self.pending = False  # a redrawn line on the terminal that has no newline yet
+        self.bar = None  # the rich display on a terminal, started at the first update
 
-    def line(self, steps: int, eval_returns: np.ndarray) -> str:
+    def figures(self, steps: int, eval_returns: np.ndarray) -> tuple[float, float, str]:
+        """(env steps/s over all seeds, ETA in seconds, the evaluation as mean ± std)."""
         elapsed = time.perf_counter() - self.t0
         done = steps - self.start_steps
         rate = done / elapsed if elapsed > 0 and done > 0 else math.nan
         eta = (self.total - steps) / rate if rate > 0 else math.nan
         finite = eval_returns[np.isfinite(eval_returns)]
         ev = f"{finite.mean():9.2f} ± {finite.std():.2f}" if finite.size else "      n/a"
+        return rate * self.num_seeds, eta, ev
+
+    def line(self, steps: int, eval_returns: np.ndarray) -> str:
+        rate, eta, ev = self.figures(steps, eval_returns)
         return (
             f"[{100 * steps / self.total:5.1f}%] {steps:>10,}/{self.total:,} steps | "
-            f"{_fmt_rate(rate * self.num_seeds)} steps/s (all seeds) | eval {ev} | ETA {_fmt_time(eta)}"
+            f"{_fmt_rate(rate)} steps/s (all seeds) | eval {ev} | ETA {_fmt_time(eta)}"
         )
 
+    def short(self, steps: int, eval_returns: np.ndarray) -> str:
+        """The bar's text: what line() says, in under 60 characters."""
+        rate, eta, ev = self.figures(steps, eval_returns)
+        return f"{steps:,}/{self.total:,} | {_fmt_rate(rate).strip()}/s | eval {ev.strip()} | ETA {_fmt_time(eta)}"
+
+    def _start_bar(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+        console = Console(file=self.stream, force_terminal=True)
+        self.bar = RichProgress(BarColumn(bar_width=16), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                console=console, redirect_stdout=self.stream is sys.stdout,
+                                redirect_stderr=False)
+        self.task = self.bar.add_task("train", total=self.total, completed=self.start_steps, info="")
+        self.bar.start()
+
     def update(self, steps: int, eval_returns: np.ndarray, evaluated: bool = True) -> str | None:
-        """Draw the line; `evaluated` marks a step with a fresh evaluation (always kept). Returns
-        the line when one was drawn."""
+        """Draw the progress; `evaluated` marks a step with a fresh evaluation (always kept as a
+        line). Returns the line when one was drawn."""
         line = self.line(steps, eval_returns)
         keep = evaluated or steps >= self.total
         if self.tty:
-            print("\r\033[K" + line, end="\n" if keep else "", file=self.stream, flush=True)
-            self.pending = not keep
+            if self.bar is None:
+                self._start_bar()
+            self.bar.update(self.task, completed=steps, info=self.short(steps, eval_returns))
+            if keep:
+                self.bar.console.print(line, highlight=False, soft_wrap=True)
+            self.bar.refresh()
             return line
         if keep or (steps - self.last_written) >= self.file_every * self.total:
             print(line, file=self.stream, flush=True)
@@ -229,10 +255,10 @@ class Progress:
         return None
 
     def close(self) -> None:
-        """End a redrawn line so that what is printed next starts on its own line."""
-        if self.pending:
-            print(file=self.stream, flush=True)
-            self.pending = False
+        """Stop the live bar (it stays on screen) so that what is printed next has its own lines."""
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def summary_table(final: np.ndarray, best: np.ndarray) -> str:

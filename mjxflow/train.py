@@ -499,6 +499,7 @@ def _run_schedule(run: Run, log, timings: Timings, sched, chunk, evaluate, write
                     checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay, wait=False)
             if interrupted:
                 break
+    progress.close()
     with timings("checkpointing"):
         run.mngr.close()  # waits for a write still running in the background
     if interrupted:

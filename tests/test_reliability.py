@@ -327,8 +327,9 @@ def test_progress_into_a_file_writes_evaluations_and_a_line_per_five_percent():
     assert "1.50 ± 0.50" in lines[0] and lines[-1].startswith("[100.0%]")
 
 
-def test_progress_on_a_terminal_redraws_one_line_and_keeps_evaluations():
+def test_progress_on_a_terminal_moves_a_bar_and_keeps_evaluations():
     import io
+    import re
 
     from mjxflow.logs import Progress
 
@@ -340,5 +341,8 @@ def test_progress_on_a_terminal_redraws_one_line_and_keeps_evaluations():
     p = Progress(total_steps=100, start_steps=0, num_seeds=1, stream=out)
     for steps in range(10, 101, 10):
         p.update(steps, np.array([3.0]), evaluated=steps == 50)
-    text = out.getvalue()
-    assert text.count("\r") == 10 and text.count("\n") == 2  # kept: the evaluation at 50 and the end
+    p.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # without the terminal's control codes
+    kept = [line for line in text.splitlines() if line.startswith("[")]
+    assert [line[:7] for line in kept] == ["[ 50.0%", "[100.0%"]  # the evaluation at 50 and the end
+    assert "━" in text and "100/100 |" in text and "eval 3.00" in text  # the bar and its figures
