@@ -274,6 +274,9 @@ class TrainConfig:
 
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""
+    video: bool = False
+    """At the end of training, render one deterministic episode per seed to the run's videos/
+    (as `python -m mjxflow.evaluate --run RUN --video`; nothing is rendered while training)."""
     tensorboard: bool = True
     """Also write the logged scalars as TensorBoard event files in the run's tb/ folder
     (`tensorboard --logdir runs`)."""

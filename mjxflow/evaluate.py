@@ -34,6 +34,12 @@ class EvalConfig:
     """Policy samples per seed for mode coverage (tasks with known optimal modes, e.g. multigoal)."""
     compile_cache: str | None = "~/.cache/mjxflow/jax"
     """Folder of JAX's persistent compilation cache (None turns it off)."""
+    video: bool = False
+    """Also render one deterministic episode per seed to runs/NAME/videos/ (mjxflow.render)."""
+    video_seeds: tuple[int, ...] = ()
+    """Seeds to render (default: all)."""
+    video_format: str = "mp4"
+    """mp4 (ffmpeg's wheel) or gif (fallback without ffmpeg)."""
 
 
 def mode_coverage(run: Policies, num_samples: int, key: jax.Array) -> np.ndarray:
@@ -67,6 +73,14 @@ def validate(cfg: EvalConfig) -> None:
         raise ConfigError(f"--step must be a checkpoint's env step count (>= 0), got {cfg.step}")
     if not os.path.exists(os.path.join(cfg.run, "config.json")):
         raise ConfigError(f"{cfg.run} is not a run directory (no config.json)")
+    if cfg.video_format not in ("mp4", "gif"):
+        raise ConfigError(f"--video-format {cfg.video_format!r} is not one of: mp4, gif")
+    if cfg.video:
+        from mjxflow.envs.probes import PROBES
+
+        env = json.load(open(os.path.join(cfg.run, "config.json"))).get("env")
+        if env in PROBES:
+            raise ConfigError(f"--video: {env} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
 
 
 def evaluate_run(cfg: EvalConfig, log=print) -> dict:
@@ -112,6 +126,10 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
             log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(kept)} |")
     with open(os.path.join(cfg.run, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
+    if cfg.video:
+        from mjxflow.render import render_in_child
+
+        render_in_child(cfg.run, run.step, list(cfg.video_seeds), cfg.video_format, log=log)
     return result
 
 

@@ -26,6 +26,7 @@ from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
 from mjxflow.config import DistributedConfig, TrainConfig, check_options, load_json, point_label, save_json, to_dict
 from mjxflow.envs import check_env_name
+from mjxflow.envs.probes import PROBES
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
 from mjxflow.loop import Loop, build_loop
@@ -37,7 +38,7 @@ from mjxflow.scale import derived, derived_table, resolve, schedule
 RESUMABLE_CHANGES = frozenset(
     {"total_steps", "resume", "overwrite", "restart", "print_config", "num_evals", "eval_episodes", "chunk_iters",
      "num_checkpoints", "keep_checkpoints", "save_replay", "compile_cache", "run_name", "runs_dir", "replay_gib_per_seed",
-     "devices", "distributed", "tensorboard"}
+     "devices", "distributed", "tensorboard", "video"}
 )
 
 # The nested option group of each agent: `--sac.actor-lr` belongs to --agent sac only.
@@ -71,6 +72,8 @@ def validate(cfg: TrainConfig) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if cfg.video and cfg.env in PROBES:
+        raise ConfigError(f"--video: {cfg.env} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
     if cfg.restart and cfg.resume is None:
         raise ConfigError("--restart only applies with --resume RUN_DIR")
     if cfg.min_replay is not None and cfg.min_replay < 0:
@@ -541,6 +544,13 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     steps = run.state.env_steps(run.cfg.num_envs)
     if not interrupted:
         log(f"done: {steps:,} env steps per seed in {run.wall_offset + wall:.1f} s; run directory {run.run_dir}")
+    if cfg.video and not interrupted and parallel.is_main():
+        from mjxflow.render import render_in_child
+
+        try:
+            render_in_child(run.run_dir, None, [], "mp4", log=log)
+        except ConfigError as e:  # the run itself is complete and saved
+            log(f"warning: no video: {e}")
     return TrainResult(run_dir=run.run_dir, final_eval=run.last_eval.copy(), best_eval=run.best, env_steps=steps,
                        wall_time=run.wall_offset + wall, interrupted=bool(interrupted), timings=dict(timings.seconds))
 

@@ -80,3 +80,33 @@ def test_load_policy_and_evaluate_work_without_replay_or_train_state(tmp_path):
     assert "mode_coverage" not in result
     with pytest.raises(ValueError, match="seed 2 is not in the run's 0 .. 1"):
         load_policy(run, seed=2)
+
+
+def test_evaluate_video_writes_one_frame_per_control_step(tmp_path):
+    """After a short run on an MJX task, `evaluate --video` renders (off screen, in a child process
+    with MUJOCO_GL chosen) one deterministic episode per seed to an mp4 that imageio reads back:
+    the initial state plus one frame per control step, and the frames change."""
+    import imageio.v2 as imageio
+
+    args = ["--runs-dir", str(tmp_path), "--run-name", "v", "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"],
+            "--env", "inverted_pendulum", "--agent", "sac", "--num-envs", "2", "--num-seeds", "1", "--total-steps", "16",
+            "--min-replay", "8", "--batch-size", "8", "--replay-size", "64", "--episode-length", "25", "--eval-episodes", "2",
+            "--num-evals", "1", "--sac.actor-hidden", "16", "--critic.hidden", "16"]
+    assert train.main(args) == 0
+    run = str(tmp_path / "v")
+    assert evaluate.main(["--run", run, "--video", "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]) == 0
+    index = json.load(open(os.path.join(run, "videos", "index.json")))
+    assert [e["seed"] for e in index] == [0] and index[0]["path"].endswith("videos/step16-seed0.mp4")
+    frames = imageio.mimread(index[0]["path"])
+    steps = index[0]["control_steps"]
+    assert 1 <= steps <= 25 and len(frames) == steps + 1 == index[0]["frames"]
+    assert frames[0].shape == (240, 320, 3) and frames[0].max() > 0
+    assert any(np.abs(f.astype(int) - frames[0].astype(int)).mean() > 0 for f in frames[1:])
+    assert index[0]["fps"] == pytest.approx(25.0)  # inverted_pendulum's control step is 0.04 s
+
+
+def test_video_of_a_probe_task_is_refused_before_loading(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "config.json").write_text(json.dumps({"env": "bandit"}))
+    assert evaluate.main(["--run", str(tmp_path / "p"), "--video"]) == 2
+    assert "bandit is a pure-JAX probe task with nothing to draw" in capsys.readouterr().err

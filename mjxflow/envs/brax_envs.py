@@ -67,6 +67,20 @@ class BraxEnv:
         self.obs_size = int(jax.eval_shape(self._env.reset, jax.random.PRNGKey(0)).obs.shape[-1])
         self.action_size = int(self._env.action_size)
 
+    # ---- what mjxflow.render needs ----
+    def render_model(self):
+        """The MuJoCo model (mujoco.MjModel) the renderer draws."""
+        return self._env.sys.mj_model
+
+    def render_qpos(self, state: EnvState) -> jax.Array:
+        """Joint positions of a state: with the model, all a frame needs."""
+        return state.inner.pipeline_state.q
+
+    @property
+    def render_dt(self) -> float:
+        """Seconds per control step (one video frame each)."""
+        return float(self._env.dt)
+
     def reset(self, key: jax.Array) -> EnvState:
         s = self._env.reset(key)
         return EnvState(inner=s, obs=s.obs, reward=s.reward, terminated=s.done)
