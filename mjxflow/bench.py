@@ -49,7 +49,7 @@ from mjxflow.loop import build_loop
 from mjxflow.parallel import working_counts
 from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
 from mjxflow.config import TrainConfig
-from mjxflow.envs import check_env_name, make_env
+from mjxflow.envs import check_env_name, check_physics, make_env
 
 MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update", "devices")
 DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
@@ -61,6 +61,8 @@ class BenchConfig:
 
     env: str = "inverted_pendulum"
     """Environment name (see mjxflow.envs.ENV_NAMES)."""
+    physics: str = "jax"
+    """MJX implementation of a Playground task: jax or warp (see `train --physics`)."""
     num_envs: tuple[int, ...] = (16,)
     """Training environment counts to measure (each is its own row)."""
     agents: tuple[str, ...] = AGENT_NAMES
@@ -107,6 +109,7 @@ class BenchConfig:
 def validate(cfg: BenchConfig) -> None:
     try:
         check_env_name(cfg.env)
+        check_physics(cfg.env, cfg.physics)
         for a in cfg.agents + (cfg.sweep_agent,):
             check_agent_name(a)
     except ValueError as e:
@@ -127,7 +130,7 @@ def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1
     """A run whose replay is past its minimum fill after one chunk and that never evaluates."""
     base, batch = TrainConfig(), cfg.batch_size[0]
     return dataclasses.replace(
-        base, env=cfg.env, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=batch,
+        base, env=cfg.env, physics=cfg.physics, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=batch,
         updates_per_iter=cfg.updates_per_iter, min_replay=max(batch, num_envs),
         replay_size=max(10_000, 4 * cfg.iters * num_envs), total_steps=10**9,
         critic=dataclasses.replace(base.critic, hidden=cfg.hidden),
@@ -298,7 +301,7 @@ def _time_updates_only(loop, state, cfg: BenchConfig) -> float:
 
 def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None = None) -> dict:
     """Seconds per jitted deterministic action batch; `steps` overrides FPMD's sampler steps."""
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, cfg.physics)
     ag = make_agent(train_config(cfg, agent, 1), env.obs_size, env.action_size)
     state = ag.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (batch, env.obs_size))
@@ -325,7 +328,7 @@ def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None =
     returned; `smfp` overrides SMFP options."""
     from mjxflow.envs import Transition
 
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, cfg.physics)
     tc = train_config(cfg, agent, 1)
     tc = dataclasses.replace(tc, smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
     ag = make_agent(tc, env.obs_size, env.action_size)

@@ -15,6 +15,11 @@ from typing import Any, Literal
 EnvName = Literal[
     "inverted_pendulum", "inverted_double_pendulum", "reacher", "pusher", "swimmer", "hopper", "halfcheetah",
     "walker2d", "ant", "humanoid", "humanoidstandup", "bandit", "multigoal", "unevengoal",
+    # MuJoCo Playground's DM Control suite (mjxflow.envs.playground)
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse",
+    "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard",
+    "FishSwim", "HopperHop", "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup",
+    "PointMass", "ReacherEasy", "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk",
 ]
 AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
 
@@ -192,7 +197,11 @@ class TrainConfig:
     """Train an agent on a batched MJX (or probe) environment; seeds are a vmap axis."""
 
     env: EnvName = "inverted_pendulum"
-    """Environment: a brax MJX task or a pure-JAX probe (bandit, multigoal, unevengoal)."""
+    """Environment: a brax MJX task (lower case), a MuJoCo Playground DM Control suite task
+    (CamelCase, e.g. CheetahRun) or a pure-JAX probe (bandit, multigoal, unevengoal)."""
+    physics: Literal["jax", "warp"] = "jax"
+    """MJX implementation of a Playground task: jax (default; any device) or warp (MuJoCo Warp
+    through JAX's FFI, for NVIDIA GPUs; needs `pip install -e ".[warp]"`). brax's tasks are jax only."""
     agent: AgentName = "smfp"
     """Agent: smfp, fpmd-r, fpmd-m or sac."""
     num_envs: int = 16

@@ -310,6 +310,6 @@ class Loop:
 def build_loop(cfg: TrainConfig, placement: parallel.Placement | None = None) -> Loop:
     """The env, agent and loop of a config, its auto options resolved (nothing is compiled); its
     seeds placed by `placement` (default: over the devices `cfg.devices` asks for, auto: all)."""
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, cfg.physics)
     cfg = resolve(cfg, env.obs_size, env.action_size)
     return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size), placement)

@@ -74,6 +74,33 @@ PRESETS: dict[str, Preset] = {
     "bandit": Preset(4_000, 1, 2, 2),
     "multigoal": Preset(16_000, 1, 2, 2),
     "unevengoal": Preset(16_000, 1, 2, 2),
+    # MuJoCo Playground's DM Control suite (mjxflow.envs.playground; episode length in control
+    # steps after the task's action repeat, sizes checked against the loaded task by a test)
+    "AcrobotSwingup": Preset(1_000_000, 1000, 6, 1),
+    "AcrobotSwingupSparse": Preset(1_000_000, 1000, 6, 1),
+    "BallInCup": Preset(1_000_000, 1000, 8, 2),
+    "CartpoleBalance": Preset(1_000_000, 1000, 5, 1),
+    "CartpoleBalanceSparse": Preset(1_000_000, 1000, 5, 1),
+    "CartpoleSwingup": Preset(1_000_000, 1000, 5, 1),
+    "CartpoleSwingupSparse": Preset(1_000_000, 1000, 5, 1),
+    "CheetahRun": Preset(1_000_000, 1000, 17, 6),
+    "FingerSpin": Preset(1_000_000, 1000, 9, 2),
+    "FingerTurnEasy": Preset(1_000_000, 1000, 12, 2),
+    "FingerTurnHard": Preset(1_000_000, 1000, 12, 2),
+    "FishSwim": Preset(1_000_000, 1000, 24, 5),
+    "HopperHop": Preset(1_000_000, 1000, 15, 4),
+    "HopperStand": Preset(1_000_000, 1000, 15, 4),
+    "HumanoidStand": Preset(1_000_000, 1000, 67, 21),
+    "HumanoidWalk": Preset(1_000_000, 1000, 67, 21),
+    "HumanoidRun": Preset(1_000_000, 1000, 67, 21),
+    "PendulumSwingup": Preset(1_000_000, 1000, 3, 1),
+    "PointMass": Preset(1_000_000, 1000, 4, 2),
+    "ReacherEasy": Preset(1_000_000, 1000, 6, 2),
+    "ReacherHard": Preset(1_000_000, 1000, 6, 2),
+    "SwimmerSwimmer6": Preset(1_000_000, 1000, 25, 5),
+    "WalkerRun": Preset(1_000_000, 1000, 24, 6),
+    "WalkerStand": Preset(1_000_000, 1000, 24, 6),
+    "WalkerWalk": Preset(1_000_000, 1000, 24, 6),
 }
 
 TARGET_HOST_SYNCS = 200  # compiled calls per run the auto chunk length aims at

@@ -25,7 +25,7 @@ from mjxflow import checkpoint, parallel
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
 from mjxflow.config import DistributedConfig, TrainConfig, check_options, load_json, point_label, save_json, to_dict
-from mjxflow.envs import check_env_name
+from mjxflow.envs import check_env_name, check_physics
 from mjxflow.envs.probes import PROBES
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
@@ -62,6 +62,7 @@ def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first bad value and what is allowed (auto options may be None)."""
     try:
         check_env_name(cfg.env)
+        check_physics(cfg.env, cfg.physics)
         check_agent_name(cfg.agent)
         check_options(cfg)
     except ValueError as e:

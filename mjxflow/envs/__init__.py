@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from mjxflow.envs.base import Env, EnvState
 from mjxflow.envs.brax_envs import BRAX_TASKS, BraxEnv
+from mjxflow.envs.playground import PHYSICS, PLAYGROUND_TASKS
 from mjxflow.envs.probes import PROBES
 from mjxflow.envs.wrappers import EpisodeEnv, EpisodeState, StepOutcome, Transition, rollout_returns
 
-ENV_NAMES: tuple[str, ...] = BRAX_TASKS + tuple(PROBES)
+ENV_NAMES: tuple[str, ...] = BRAX_TASKS + tuple(PROBES) + PLAYGROUND_TASKS
 
 
 def check_env_name(name: str) -> None:
@@ -15,15 +16,29 @@ def check_env_name(name: str) -> None:
         raise ValueError(f"unknown env {name!r}; valid envs: {', '.join(ENV_NAMES)}")
 
 
-def make_env(name: str) -> Env:
+def check_physics(name: str, physics: str) -> None:
+    """ValueError unless `physics` is an MJX implementation the task can use."""
+    if physics not in PHYSICS:
+        raise ValueError(f"--physics {physics!r} is not one of: {', '.join(PHYSICS)}")
+    if physics != "jax" and name not in PLAYGROUND_TASKS:
+        raise ValueError(f"--physics {physics} is for MuJoCo Playground tasks; {name} runs on MJX's jax implementation "
+                         f"only (brax 0.14.2 builds its models without a choice of implementation)")
+
+
+def make_env(name: str, physics: str = "jax") -> Env:
     """The environment called `name`; unknown names raise ValueError listing the valid ones."""
     check_env_name(name)
+    check_physics(name, physics)
     if name in PROBES:
         return PROBES[name]()
+    if name in PLAYGROUND_TASKS:
+        from mjxflow.envs.playground import PlaygroundEnv
+
+        return PlaygroundEnv(name, physics)
     return BraxEnv(name)
 
 
 __all__ = [
     "ENV_NAMES", "Env", "EnvState", "EpisodeEnv", "EpisodeState", "StepOutcome", "Transition",
-    "check_env_name", "make_env", "rollout_returns",
+    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "make_env", "rollout_returns",
 ]
