@@ -63,3 +63,12 @@ def test_playground_tasks_step_through_the_wrappers_without_recompiling():
 @pytest.mark.slow
 def test_every_playground_task_steps_through_the_wrappers_without_recompiling():
     step_tasks(PLAYGROUND_TASKS)  # about 10 minutes of XLA compilation on 2 CPU cores
+
+
+@pytest.mark.parametrize("env", ["CheetahRun", "hopper"])
+def test_warp_physics_is_refused_before_anything_runs(env, capsys):
+    from mjxflow import train
+
+    assert train.main(["--env", env, "--physics", "warp", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--physics warp is not available yet" in err
