@@ -408,8 +408,8 @@ def report_table(rows: list[Row], missing: list[str], paper: bool) -> str:
         lines.append(f"| {label} | {len(mine)} | {pooled.size} | {stats.iqm(pooled):.3f} [{lo:.3f}, {hi:.3f}] | "
                      f"{np.nanmean(pooled):.3f} |")
     unfinished = [f"{r.env} / {r.label}" for r in rows if r.state != "done"]
-    lines += ["", f"Missing cells (no metrics yet): {', '.join(missing) if missing else 'none'}. "
-              f"Unfinished: {', '.join(unfinished) if unfinished else 'none'}."]
+    listed = lambda names: f"{len(names)} ({', '.join(names)})" if names else "0"  # noqa: E731
+    lines += ["", f"Missing cells (no metrics yet): {listed(missing)}. Unfinished cells: {listed(unfinished)}."]
     return "\n".join(lines)
 
 

@@ -204,12 +204,17 @@ def test_checkpoint_without_a_format_record_is_named_as_an_older_release(referen
         shutil.rmtree(run / "checkpoints" / step / "meta")  # as saved before checkpoints carried one
     assert evaluate.main(["--run", str(run)]) == 0  # still readable: nothing is wrong with it
     cfg = json.loads((run / "config.json").read_text())
-    cfg["critic"]["hidden"] = [32, 32]
+    cfg["critic"]["hidden"] = [32, 32]  # the train state no longer fits; evaluate reads the policy alone
     (run / "config.json").write_text(json.dumps(cfg))
-    capsys.readouterr()
-    assert evaluate.main(["--run", str(run)]) == 2
+    assert evaluate.main(["--run", str(run)]) == 0
+    assert train.main(["--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert "written by an incompatible release or setup (a release without a format record; state array 25: " in err, err
+    cfg[cfg["agent"].split("-")[0]]["actor_hidden"] = [32, 32]  # now the policy does not fit either
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert evaluate.main(["--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "written by an incompatible release or setup (a release without a format record; policy array 0: " in err, err
 
 
 def test_damaged_metrics_line_is_skipped_with_a_warning(tmp_path, capsys):

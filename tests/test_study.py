@@ -125,7 +125,7 @@ def test_study_runs_the_grid_survives_a_kill_and_reruns_without_training(tmp_pat
     cells = [line for line in again.stdout.splitlines() if line.startswith("[cell ")]
     assert [("skipped" in c) for c in cells] == [True, True, False, False], cells
     table = (root / "table.md").read_text()
-    assert "IQM final (95% CI)" in table and table.count("| done |") == 4 and "Missing cells (no metrics yet): none" in table
+    assert "IQM final (95% CI)" in table and table.count("| done |") == 4 and "Missing cells (no metrics yet): 0. Unfinished cells: 0." in table
     assert (root / "curves.png").stat().st_size > 0 and (root / "profile.png").stat().st_size > 0
     for env in ("bandit", "multigoal"):
         for agent in ("sac", "smfp"):
