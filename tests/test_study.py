@@ -105,9 +105,9 @@ STUDY = [sys.executable, "-m", "mjxflow.study", "--agents", "sac", "smfp", "--en
 
 
 def test_study_runs_the_grid_survives_a_kill_and_reruns_without_training(tmp_path):
-    """The Done-when command at test size: killed (SIGKILL) while its third cell trains, re-run to
-    the end; the report has its IQM / CI column and figures; a third run trains nothing and writes
-    the same table."""
+    """The Done-when command at test size (its 4 cells, smaller budgets): killed (SIGKILL) while its
+    third cell trains, re-run to the end; the report has its IQM / CI column and figures; a third
+    run trains nothing and writes the same table."""
     cmd = STUDY + ["--name", "S", "--runs-dir", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -221,3 +221,16 @@ def test_a_member_that_turns_non_finite_is_frozen_and_the_others_train_on(tmp_pa
     table = (tmp_path / "N" / "table.md").read_text()
     assert "sac [critic.lr=1e+30]" in table and "frozen: seed 0 at" in table
     assert "sac [critic.lr=0.0003] | 2 | 1,200 |" in table and table.count("frozen") == 1
+
+
+def test_report_table_puts_the_papers_numbers_beside_ours():
+    steps = np.array([0, 500, 1000])
+    rows = [study.Row(env="hopper", label=agent, agent=agent, steps=steps, returns=np.array([[10.0, 500, r], [12.0, 400, r + 100]]),
+                      state="done", frozen=[], paper=study.FPMD_TABLE1["hopper"].get(agent))
+            for agent, r in (("sac", 900.0), ("smfp", 1500.0))]
+    table = study.report_table(rows, [], paper=True)
+    assert "| paper (Gym v4, other simulator) |" in table.splitlines()[0]
+    assert table.splitlines()[2].endswith("| 950.0 ± 50.0 | 950.0 ± 50.0 | 950.0 [900.0, 1000.0] | done | 3197 |")
+    assert table.splitlines()[3].endswith("| done | - |")  # SMFP is not in the FPMD paper
+    # normalised: 0 at the initial mean (11), 1 at the best variant's mean final (1550)
+    assert "| smfp | 1 | 2 | 1.000 [0.968, 1.032] | 1.000 |" in table
