@@ -201,7 +201,8 @@ class TrainConfig:
     (CamelCase, e.g. CheetahRun) or a pure-JAX probe (bandit, multigoal, unevengoal)."""
     physics: Literal["jax", "warp"] = "jax"
     """MJX implementation of a Playground task: jax (default; any device) or warp (MuJoCo Warp
-    through JAX's FFI, for NVIDIA GPUs; needs `pip install -e ".[warp]"`). brax's tasks are jax only."""
+    through JAX's FFI, for NVIDIA GPUs; not available yet: refused with its reason). brax's tasks
+    are jax only."""
     agent: AgentName = "smfp"
     """Agent: smfp, fpmd-r, fpmd-m or sac."""
     num_envs: int = 16
@@ -516,8 +517,20 @@ def check_distributed(d: DistributedConfig) -> None:
         raise ValueError(f"--distributed.process-id must be in 0 .. {d.num_processes - 1}, got {d.process_id!r}")
 
 
-SWEEP_GROUPS = {"sac": ("critic", "sac"), "smfp": ("critic", "smfp"), "fpmd-r": ("critic", "fpmd"),
-                "fpmd-m": ("critic", "fpmd")}
+# The nested option group of each agent: `--sac.actor-lr` belongs to --agent sac only.
+AGENT_GROUP = {"sac": "sac", "smfp": "smfp", "fpmd-r": "fpmd", "fpmd-m": "fpmd"}
+# The option groups an agent's sweep may vary: the critic's and its own.
+SWEEP_GROUPS = {agent: ("critic", group) for agent, group in AGENT_GROUP.items()}
+
+
+def option_group(token: str) -> str | None:
+    """The agent group an option belongs to (`--smfp.beta-md` -> smfp); None for a shared option
+    or a value."""
+    name = token.split("=", 1)[0]
+    if not name.startswith("--") or "." not in name:
+        return None
+    head = name[2:].split(".", 1)[0]
+    return head if head in AGENT_GROUP.values() else None
 
 
 def check_sweep(cfg: TrainConfig) -> None:

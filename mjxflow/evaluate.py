@@ -76,11 +76,14 @@ def validate(cfg: EvalConfig) -> None:
     if cfg.video_format not in ("mp4", "gif"):
         raise ConfigError(f"--video-format {cfg.video_format!r} is not one of: mp4, gif")
     if cfg.video:
-        from mjxflow.envs.probes import PROBES
+        from mjxflow.envs import check_renderable
 
-        env = json.load(open(os.path.join(cfg.run, "config.json"))).get("env")
-        if env in PROBES:
-            raise ConfigError(f"--video: {env} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
+        with open(os.path.join(cfg.run, "config.json")) as f:
+            env = json.load(f).get("env")
+        try:
+            check_renderable(env)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def evaluate_run(cfg: EvalConfig, log=print) -> dict:

@@ -100,15 +100,13 @@ class TensorBoardWriter:
         for row in rows:
             by_step.setdefault(row["env_steps"], []).append(row)
         for step, group in sorted(by_step.items()):
-            keys = [k for k in group[0] if k not in ("seed", "env_steps", "wall_time", "point")]
-            for key in keys:
-                values = [r.get(key) for r in group]
-                finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-                for r, v in zip(group, values):
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                        self.writer.add_scalar(f"{key}/seed_{r['seed']}", float(v), step)
+            for key in (k for k in group[0] if k not in ("seed", "env_steps", "wall_time", "point")):
+                finite = [(r["seed"], float(r[key])) for r in group
+                          if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool) and math.isfinite(r[key])]
+                for seed, value in finite:
+                    self.writer.add_scalar(f"{key}/seed_{seed}", value, step)
                 if finite:
-                    self.writer.add_scalar(f"{key}/mean", float(np.mean(finite)), step)
+                    self.writer.add_scalar(f"{key}/mean", float(np.mean([v for _, v in finite])), step)
 
     def close(self) -> None:
         self.writer.close()

@@ -88,12 +88,15 @@ def render_run(run_dir: str, step: int | None, seeds: list[int] | None, fmt: str
     """videos/step{STEP}-seed{S}.{fmt} for each seed (default: all) and videos/index.json."""
     import jax
 
+    from mjxflow.envs import check_renderable
     from mjxflow.policy import load_policies
 
     loaded = load_policies(run_dir, step)
     env = loaded.loop.env
-    if not hasattr(env, "render_model"):
-        raise ConfigError(f"{env.name} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
+    try:
+        check_renderable(loaded.cfg.env)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     members = loaded.loop.num_members
     seeds = list(range(members)) if not seeds else seeds
     for s in seeds:

@@ -29,7 +29,7 @@ import numpy as np
 from mjxflow import stats
 from mjxflow.agents import AGENT_NAMES
 from mjxflow.cli import ConfigError, TrainingStopped, run_command
-from mjxflow.config import SWEEP_GROUPS, parse_sweep, point_label
+from mjxflow.config import AGENT_GROUP, SWEEP_GROUPS, option_group, parse_sweep, point_label
 from mjxflow.envs import ENV_NAMES
 
 # The FPMD paper's Table 1 (best mean return over 5 seeds, Gym MuJoCo v4, 1M env steps; Humanoid 5M).
@@ -127,17 +127,6 @@ def split_options(tokens: list[str]) -> list[list[str]]:
     return groups
 
 
-def option_group(flag: str) -> str | None:
-    """The agent group a flag belongs to (`--smfp.beta-md` -> smfp), None for a shared option."""
-    name = flag[2:].split("=", 1)[0]
-    head = name.split(".", 1)[0] if "." in name else None
-    return head if head in ("sac", "smfp", "fpmd") else None
-
-
-def agent_group(agent: str) -> str:
-    return {"sac": "sac", "smfp": "smfp", "fpmd-r": "fpmd", "fpmd-m": "fpmd"}[agent]
-
-
 def options_for(agent: str, groups: list[list[str]]) -> list[str]:
     """The shared train options and those of this agent's group; --sweep keeps only the entries
     this agent has."""
@@ -151,7 +140,7 @@ def options_for(agent: str, groups: list[list[str]]) -> list[str]:
                 out += ["--sweep", *mine]
             continue
         owner = option_group(flag)
-        if owner is None or owner == agent_group(agent):
+        if owner is None or owner == AGENT_GROUP[agent]:
             out += group
     return out
 
@@ -247,30 +236,29 @@ def make_plan(args: argparse.Namespace, train_tokens: list[str]) -> Plan:
 
 
 def cell_config(cell: Cell, resume: bool = False):
-    """The cell's TrainConfig (ConfigError naming the cell for a bad option)."""
+    """The cell's TrainConfig, its auto options resolved (ConfigError naming the cell for a bad
+    option; nothing is built or compiled)."""
     from mjxflow import train
 
     argv = cell.argv + ["--runs-dir", os.path.dirname(cell.run_dir), "--run-name", os.path.basename(cell.run_dir)]
     if resume:
         argv += ["--resume", cell.run_dir, "--restart"]
     try:
-        cfg = train.parse_args(argv)
-        train.resolve_config(cfg)
+        return train.resolve_config(train.parse_args(argv))
     except ConfigError as e:
         raise ConfigError(f"cell {cell.name}: {e}") from None
-    return cfg
 
 
 # ---- state of a cell ----------------------------------------------------------------------------
 
 def cell_state(cell: Cell) -> tuple[str, int, int]:
     """(state, env steps saved, env steps wanted): state todo (nothing to resume), partial or done."""
-    from mjxflow import checkpoint, train
+    from mjxflow import checkpoint
 
     if not os.path.exists(os.path.join(cell.run_dir, "config.json")):
-        cfg = train.resolve_config(cell_config(cell))
+        cfg = cell_config(cell)
         return "todo", 0, cfg.iterations * cfg.num_envs
-    cfg = train.resolve_config(cell_config(cell, resume=True))
+    cfg = cell_config(cell, resume=True)
     want = cfg.iterations * cfg.num_envs
     saved = max(checkpoint.sizes(cell.run_dir), default=0)
     return ("done" if saved >= want else "partial"), saved, want

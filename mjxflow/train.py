@@ -24,9 +24,9 @@ import numpy as np
 from mjxflow import checkpoint, parallel
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
-from mjxflow.config import DistributedConfig, TrainConfig, check_options, load_json, point_label, save_json, to_dict
-from mjxflow.envs import check_env_name, check_physics
-from mjxflow.envs.probes import PROBES
+from mjxflow.config import (AGENT_GROUP, DistributedConfig, TrainConfig, check_options, load_json, option_group, point_label,
+                            save_json, to_dict)
+from mjxflow.envs import check_env_name, check_physics, check_renderable
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
 from mjxflow.loop import Loop, build_loop
@@ -41,19 +41,15 @@ RESUMABLE_CHANGES = frozenset(
      "devices", "distributed", "tensorboard", "video"}
 )
 
-# The nested option group of each agent: `--sac.actor-lr` belongs to --agent sac only.
-AGENT_GROUP = {"sac": "sac", "smfp": "smfp", "fpmd-r": "fpmd", "fpmd-m": "fpmd"}
-
 POSITIVE_INTS = ("num_envs", "num_seeds", "total_steps", "num_evals", "eval_episodes", "chunk_iters", "num_checkpoints",
                  "replay_size", "batch_size", "updates_per_iter", "keep_checkpoints", "episode_length")
 
 
 def check_agent_flags(agent: str, argv: list[str]) -> None:
     """ConfigError when argv sets an option of an agent other than `agent` (it would be ignored)."""
-    mine = AGENT_GROUP[agent]
     for token in argv:
-        group = token[2:].split(".", 1)[0] if token.startswith("--") and "." in token.split("=", 1)[0] else None
-        if group in set(AGENT_GROUP.values()) - {mine}:
+        group = option_group(token)
+        if group is not None and group != AGENT_GROUP[agent]:
             owners = " or ".join(f"--agent {a}" for a, g in AGENT_GROUP.items() if g == group)
             raise ConfigError(f"{token.split('=', 1)[0]} is an option of {owners}, and this run uses --agent {agent}")
 
@@ -63,6 +59,8 @@ def validate(cfg: TrainConfig) -> None:
     try:
         check_env_name(cfg.env)
         check_physics(cfg.env, cfg.physics)
+        if cfg.video:
+            check_renderable(cfg.env)
         check_agent_name(cfg.agent)
         check_options(cfg)
     except ValueError as e:
@@ -73,8 +71,6 @@ def validate(cfg: TrainConfig) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if cfg.video and cfg.env in PROBES:
-        raise ConfigError(f"--video: {cfg.env} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
     if cfg.restart and cfg.resume is None:
         raise ConfigError("--restart only applies with --resume RUN_DIR")
     if cfg.min_replay is not None and cfg.min_replay < 0:

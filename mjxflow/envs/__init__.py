@@ -29,6 +29,12 @@ def check_physics(name: str, physics: str) -> None:
                          f"only (brax 0.14.2 builds its models without a choice of implementation)")
 
 
+def check_renderable(name: str) -> None:
+    """ValueError for a task that videos cannot show (the pure-JAX probes have no bodies)."""
+    if name in PROBES:
+        raise ValueError(f"--video: {name} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
+
+
 def make_env(name: str, physics: str = "jax") -> Env:
     """The environment called `name`; unknown names raise ValueError listing the valid ones."""
     check_env_name(name)
@@ -44,5 +50,5 @@ def make_env(name: str, physics: str = "jax") -> Env:
 
 __all__ = [
     "ENV_NAMES", "Env", "EnvState", "EpisodeEnv", "EpisodeState", "StepOutcome", "Transition",
-    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "make_env", "rollout_returns",
+    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "check_renderable", "make_env", "rollout_returns",
 ]
