@@ -201,8 +201,8 @@ class TrainConfig:
     (CamelCase, e.g. CheetahRun) or a pure-JAX probe (bandit, multigoal, unevengoal)."""
     physics: Literal["jax", "warp"] = "jax"
     """MJX implementation of a Playground task: jax (default; any device) or warp (MuJoCo Warp
-    through JAX's FFI, for NVIDIA GPUs; not available yet: refused with its reason). brax's tasks
-    are jax only."""
+    through JAX's FFI, made for NVIDIA GPUs; it also runs, slowly, on a CPU). brax's tasks are
+    jax only."""
     agent: AgentName = "smfp"
     """Agent: smfp, fpmd-r, fpmd-m or sac."""
     num_envs: int = 16

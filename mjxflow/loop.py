@@ -211,9 +211,13 @@ class Loop:
         return seed.replace(agent=agent, key=key), jax.tree.map(jnp.mean, infos)
 
     def evaluate(self, ps: PolicyState, iteration: jax.Array, num_episodes: int) -> jax.Array:
-        """Returns of `num_episodes` deterministic-policy episodes on fresh evaluation envs."""
-        key = jax.random.fold_in(ps.eval_key, iteration)
-        return rollout_returns(self.env, self.acting(ps, True), key, num_episodes, self.episode_env.episode_length)
+        """Returns (members, num_episodes) of deterministic-policy episodes on fresh evaluation
+        envs, for the policies of every member in `ps`; member i's episodes are drawn from its own
+        eval_key folded with the iteration."""
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(ps.eval_key, iteration)
+        policy = jax.vmap(lambda p, obs, key: self.acting(p, True)(obs, key))
+        return rollout_returns(self.env, lambda obs, key: policy(ps, obs, key), keys, num_episodes,
+                               self.episode_env.episode_length, members=True)
 
     # ---- the fused iteration ----------------------------------------------------------------------
     @staticmethod
@@ -295,7 +299,7 @@ class Loop:
         episodes as the in-loop evaluation of that iteration when num_episodes == cfg.eval_envs."""
 
         def evaluate_all(ts: TrainState) -> jax.Array:
-            return jax.vmap(self.evaluate, in_axes=(0, None, None))(policy_state(ts.seeds), ts.iteration, num_episodes)
+            return self.evaluate(policy_state(ts.seeds), ts.iteration, num_episodes)
 
         return jax.jit(self.placement.per_device(evaluate_all, (self.state_specs,), parallel.P(parallel.SEED)))
 
@@ -303,7 +307,7 @@ class Loop:
         """jit((policies of every member, iteration) -> returns (members, num_episodes)): the same
         episodes as make_evaluate_all on the state they came from."""
         seeds = parallel.P(parallel.SEED)
-        evaluate = lambda ps, it: jax.vmap(self.evaluate, in_axes=(0, None, None))(ps, it, num_episodes)  # noqa: E731
+        evaluate = lambda ps, it: self.evaluate(ps, it, num_episodes)  # noqa: E731
         return jax.jit(self.placement.per_device(evaluate, (seeds, parallel.P()), seeds))
 
 

@@ -20,10 +20,6 @@ def check_physics(name: str, physics: str) -> None:
     """ValueError unless `physics` is an MJX implementation the task can use."""
     if physics not in PHYSICS:
         raise ValueError(f"--physics {physics!r} is not one of: {', '.join(PHYSICS)}")
-    if physics == "warp":  # see docs/RESULTS.md, "MuJoCo Warp on the CPU"
-        raise ValueError("--physics warp is not available yet: stepping a Playground task with MuJoCo Warp works on its "
-                         "own, but not yet through mjxflow's episode wrapper (its auto-reset inside the vmapped step "
-                         "trips a tracer leak in Warp's FFI); use --physics jax")
     if physics != "jax" and name not in PLAYGROUND_TASKS:
         raise ValueError(f"--physics {physics} is for MuJoCo Playground tasks; {name} runs on MJX's jax implementation "
                          f"only (brax 0.14.2 builds its models without a choice of implementation)")

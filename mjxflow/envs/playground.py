@@ -44,6 +44,18 @@ def _quiet_import():
     return registry
 
 
+def _quiet_warp(env) -> None:
+    """MuJoCo Warp announces itself and every kernel module it loads on stdout, and prints a line
+    from inside the step whenever the constraint solver uses all its iterations. Playground's
+    suite tasks run a solver with one or a few iterations by design (the `jax` implementation
+    does the same silently), so that line would come every step: both are turned off."""
+    import warp
+
+    warp.config.log_level = warp.LOG_WARNING
+    m = env._mjx_model
+    env._mjx_model = m.replace(opt=m.opt.replace(_impl=m.opt._impl.replace(warn_overflow=0)))
+
+
 def strongly_typed(tree):
     """Every leaf as an array of a fixed (not weak) type: Playground's reset leaves Python floats
     and weakly typed values (data.time, some info entries) that a step returns as float32 arrays,
@@ -74,6 +86,8 @@ class PlaygroundEnv:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             self._env = registry.load(name, config_overrides={"impl": physics})
+        if physics == "warp":
+            _quiet_warp(self._env)
         self.name = name
         self.physics = physics
         self.action_repeat = int(self.config.get("action_repeat", 1))
@@ -93,6 +107,20 @@ class PlaygroundEnv:
             reward = reward + jnp.where(done > 0, 0.0, s.reward)
             done = jnp.maximum(done, jnp.asarray(s.done, jnp.float32))
         return EnvState(inner=s, obs=flatten_obs(s.obs), reward=reward, terminated=done)
+
+    def where(self, done: jax.Array, fresh: EnvState, nxt: EnvState) -> EnvState:
+        """`fresh` where `done`, else `nxt`. MJX's `Data.where` merges the physics state: under MuJoCo
+        Warp some of its leaves (contact and constraint buffers, their counts) belong to the whole
+        batch of worlds, not to one, and are kept from `nxt`; everything else merges leaf by leaf."""
+        sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)  # noqa: E731
+        data = nxt.inner.data.where(done, fresh.inner.data)
+        inner = nxt.inner.replace(data=data, obs=sel(fresh.inner.obs, nxt.inner.obs),
+                                  reward=sel(fresh.inner.reward, nxt.inner.reward),
+                                  done=sel(fresh.inner.done, nxt.inner.done),
+                                  metrics=sel(fresh.inner.metrics, nxt.inner.metrics),
+                                  info=sel(fresh.inner.info, nxt.inner.info))
+        return EnvState(inner=inner, obs=sel(fresh.obs, nxt.obs), reward=sel(fresh.reward, nxt.reward),
+                        terminated=sel(fresh.terminated, nxt.terminated))
 
     # ---- what mjxflow.render needs ----
     def render_model(self):

@@ -37,6 +37,16 @@ class StepOutcome(struct.PyTreeNode):
     episode_return: jax.Array  # return of the episode that ended here (0 where not done)
 
 
+def select_state(env: Env, done: jax.Array, fresh: EnvState, nxt: EnvState) -> EnvState:
+    """`fresh` where `done`, else `nxt` (inside the vmap over environments). An env whose state has
+    leaves shared by the whole batch (MuJoCo Warp's contact and constraint buffers) merges with its
+    own `where`; every other env merges leaf by leaf."""
+    where = getattr(env, "where", None)
+    if where is not None:
+        return where(done, fresh, nxt)
+    return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, nxt)
+
+
 class EpisodeEnv:
     """Adds a time limit and auto-reset to an Env.
 
@@ -66,7 +76,7 @@ class EpisodeEnv:
             terminated=terminated.astype(jnp.float32),
         )
         fresh = self.env.reset(reset_key)
-        env_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, nxt)
+        env_state = select_state(self.env, done, fresh, nxt)
         new_state = EpisodeState(
             env=env_state,
             steps=jnp.where(done, 0, steps),
@@ -78,16 +88,27 @@ class EpisodeEnv:
 
 
 def rollout_returns(
-    env: Env, policy: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array, num_episodes: int, episode_length: int
+    env: Env, policy: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array, num_episodes: int, episode_length: int,
+    members: bool = False,
 ) -> jax.Array:
     """Undiscounted returns of `num_episodes` parallel episodes, each run until it terminates or
     reaches `episode_length` steps. `policy(obs, key)` maps a batch of raw observations to
     actions; step t gets fold_in(key, t), so a policy that draws noise draws it afresh each step.
 
+    members=True runs several policies at once: `key` holds one key per member (members, 2),
+    `policy` maps observations (members, num_episodes, obs) and keys (members, 2) to actions, and
+    the returns are (members, num_episodes), each member's the same as its own call would give.
+    The members sit inside the loop rather than in a vmap around it, so the loop's condition
+    stays a single value: under a vmap it would be batched and every carried leaf with it,
+    which MuJoCo Warp's batch-wide buffers do not allow.
+
     A while loop stops as soon as every episode has ended, so short episodes cost little.
     """
-    reset_key, act_key = jax.random.split(key)
-    states = jax.vmap(env.reset)(jax.random.split(reset_key, num_episodes))
+    lift = jax.vmap if members else (lambda f, *a, **k: f)
+    reset_key, act_key = lift(lambda k: tuple(jax.random.split(k)))(key)
+    reset_keys = lift(lambda k: jax.random.split(k, num_episodes))(reset_key)
+    states = lift(jax.vmap(env.reset))(reset_keys)
+    shape = reset_keys.shape[:-1]
 
     def cond(carry):
         t, _, alive, _ = carry
@@ -95,10 +116,11 @@ def rollout_returns(
 
     def body(carry):
         t, s, alive, total = carry
-        s = jax.vmap(env.step)(s, policy(s.obs, jax.random.fold_in(act_key, t)))
+        keys = lift(jax.random.fold_in, in_axes=(0, None))(act_key, t)
+        s = lift(jax.vmap(env.step))(s, policy(s.obs, keys))
         total = total + jnp.where(alive, s.reward, 0.0)
         alive = alive & (s.terminated <= 0)
         return t + 1, s, alive, total
 
-    init = (jnp.zeros((), jnp.int32), states, jnp.ones((num_episodes,), bool), jnp.zeros((num_episodes,)))
+    init = (jnp.zeros((), jnp.int32), states, jnp.ones(shape, bool), jnp.zeros(shape))
     return jax.lax.while_loop(cond, body, init)[3]
