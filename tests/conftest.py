@@ -11,8 +11,11 @@ from typing import Callable
 import jax
 import pytest
 
-# A persistent compilation cache inside the checkout helps subprocess tests and later runs.
-_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache")
+# A persistent compilation cache inside the checkout helps subprocess tests and later runs. Each
+# pytest-xdist worker has its own: JAX writes cache entries without a lock (unless an eviction size
+# is set), so one worker could read an entry another is still writing.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache",
+                      os.environ.get("PYTEST_XDIST_WORKER", "main"))
 os.environ.setdefault("MJXFLOW_TEST_CACHE", _CACHE)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

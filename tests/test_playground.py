@@ -1,4 +1,5 @@
-"""MuJoCo Playground's DM Control suite through mjxflow's wrappers."""
+"""MuJoCo Playground's DM Control suite through mjxflow's wrappers: the task list, and MuJoCo Warp
+against the jax implementation (every task is compiled and stepped in test_playground_tasks.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,35 +7,12 @@ import numpy as np
 import pytest
 
 from mjxflow.envs import EpisodeEnv, PLAYGROUND_TASKS, make_env
-from mjxflow.scale import PRESETS
-
-
-def avals(tree) -> list[str]:
-    """Each leaf's path, shape, dtype and weak type: what jit's cache key sees of a state."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [f"{jax.tree_util.keystr(path)} {x.shape} {x.dtype} weak={getattr(x, 'weak_type', False)}" for path, x in leaves]
 
 
 def test_the_task_list_is_playgrounds_suite():
     from mjxflow.envs.playground import _quiet_import
 
     assert PLAYGROUND_TASKS == tuple(_quiet_import().dm_control_suite.ALL_ENVS)
-
-
-def test_every_playground_task_has_its_preset_sizes_and_keeps_its_state_types_through_a_step():
-    """For all 25 tasks, traced only (no compilation): the sizes and episode length the presets give
-    before any env is built are the loaded task's, and the adapter's step returns a state of exactly
-    the types (shapes, dtypes, weak types) its reset gave, so jit compiles a step once for reset
-    states and stepped states alike (the episode wrapper's own fields are typed by mjxflow; the
-    compiled test below goes through it)."""
-    for name in PLAYGROUND_TASKS:
-        env = make_env(name)
-        preset = PRESETS[name]
-        assert (env.obs_size, env.action_size, env.default_episode_length) == \
-            (preset.obs_size, preset.action_size, preset.episode_length), name
-        reset = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
-        stepped = jax.eval_shape(env.step, reset, jnp.zeros(env.action_size))
-        assert jax.tree.structure(stepped) == jax.tree.structure(reset) and avals(stepped) == avals(reset), name
 
 
 def test_warp_physics_matches_jax_over_the_first_steps():
