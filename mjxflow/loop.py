@@ -19,7 +19,7 @@ from flax import struct
 from mjxflow import normalizer, parallel, replay as replay_lib
 from mjxflow.agents import Agent, make_agent
 from mjxflow.config import TrainConfig, parse_sweep, with_values
-from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, rollout_returns
+from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, member_rollout_returns
 from mjxflow.normalizer import RunningStats
 from mjxflow.replay import Replay
 from mjxflow.scale import resolve, transition_bytes, transition_example
@@ -216,8 +216,8 @@ class Loop:
         eval_key folded with the iteration."""
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(ps.eval_key, iteration)
         policy = jax.vmap(lambda p, obs, key: self.acting(p, True)(obs, key))
-        return rollout_returns(self.env, lambda obs, key: policy(ps, obs, key), keys, num_episodes,
-                               self.episode_env.episode_length, members=True)
+        return member_rollout_returns(self.env, lambda obs, key: policy(ps, obs, key), keys, num_episodes,
+                                      self.episode_env.episode_length)
 
     # ---- the fused iteration ----------------------------------------------------------------------
     @staticmethod

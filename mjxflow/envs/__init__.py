@@ -6,7 +6,8 @@ from mjxflow.envs.base import Env, EnvState
 from mjxflow.envs.brax_envs import BRAX_TASKS, BraxEnv
 from mjxflow.envs.playground import PHYSICS, PLAYGROUND_TASKS
 from mjxflow.envs.probes import PROBES
-from mjxflow.envs.wrappers import EpisodeEnv, EpisodeState, StepOutcome, Transition, rollout_returns
+from mjxflow.envs.wrappers import (EpisodeEnv, EpisodeState, StepOutcome, Transition, member_rollout_returns,
+                                   rollout_returns)
 
 ENV_NAMES: tuple[str, ...] = BRAX_TASKS + tuple(PROBES) + PLAYGROUND_TASKS
 
@@ -46,5 +47,5 @@ def make_env(name: str, physics: str = "jax") -> Env:
 
 __all__ = [
     "ENV_NAMES", "Env", "EnvState", "EpisodeEnv", "EpisodeState", "StepOutcome", "Transition",
-    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "check_renderable", "make_env", "rollout_returns",
+    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "check_renderable", "make_env", "member_rollout_returns", "rollout_returns",
 ]

@@ -108,20 +108,6 @@ class PlaygroundEnv:
             done = jnp.maximum(done, jnp.asarray(s.done, jnp.float32))
         return EnvState(inner=s, obs=flatten_obs(s.obs), reward=reward, terminated=done)
 
-    def where(self, done: jax.Array, fresh: EnvState, nxt: EnvState) -> EnvState:
-        """`fresh` where `done`, else `nxt`. MJX's `Data.where` merges the physics state: under MuJoCo
-        Warp some of its leaves (contact and constraint buffers, their counts) belong to the whole
-        batch of worlds, not to one, and are kept from `nxt`; everything else merges leaf by leaf."""
-        sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)  # noqa: E731
-        data = nxt.inner.data.where(done, fresh.inner.data)
-        inner = nxt.inner.replace(data=data, obs=sel(fresh.inner.obs, nxt.inner.obs),
-                                  reward=sel(fresh.inner.reward, nxt.inner.reward),
-                                  done=sel(fresh.inner.done, nxt.inner.done),
-                                  metrics=sel(fresh.inner.metrics, nxt.inner.metrics),
-                                  info=sel(fresh.inner.info, nxt.inner.info))
-        return EnvState(inner=inner, obs=sel(fresh.obs, nxt.obs), reward=sel(fresh.reward, nxt.reward),
-                        terminated=sel(fresh.terminated, nxt.terminated))
-
     # ---- what mjxflow.render needs ----
     def render_model(self):
         return self._env.mj_model

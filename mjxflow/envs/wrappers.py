@@ -3,6 +3,7 @@ evaluation rollouts. All functions act on one environment; vmap them for a batch
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import jax
@@ -37,14 +38,18 @@ class StepOutcome(struct.PyTreeNode):
     episode_return: jax.Array  # return of the episode that ended here (0 where not done)
 
 
-def select_state(env: Env, done: jax.Array, fresh: EnvState, nxt: EnvState) -> EnvState:
-    """`fresh` where `done`, else `nxt` (inside the vmap over environments). An env whose state has
-    leaves shared by the whole batch (MuJoCo Warp's contact and constraint buffers) merges with its
-    own `where`; every other env merges leaf by leaf."""
-    where = getattr(env, "where", None)
-    if where is not None:
-        return where(done, fresh, nxt)
-    return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, nxt)
+def select_state(done: jax.Array, fresh: EnvState, nxt: EnvState) -> EnvState:
+    """`fresh` where `done`, else `nxt` (inside the vmap over environments), leaf by leaf, except
+    that MJX physics state merges with MJX's own `Data.where`: under MuJoCo Warp some of its leaves
+    (contact and constraint buffers, their counts) belong to the whole batch of worlds and are kept
+    from `nxt`; under the jax implementation it is the same leaf-by-leaf merge."""
+    mjx = sys.modules.get("mujoco.mjx")  # not imported: no state can hold MJX Data
+    data = getattr(mjx, "Data", ())
+
+    def merge(a, b):
+        return b.where(done, a) if isinstance(b, data) else jnp.where(done, a, b)
+
+    return jax.tree.map(merge, fresh, nxt, is_leaf=lambda x: isinstance(x, data))
 
 
 class EpisodeEnv:
@@ -76,7 +81,7 @@ class EpisodeEnv:
             terminated=terminated.astype(jnp.float32),
         )
         fresh = self.env.reset(reset_key)
-        env_state = select_state(self.env, done, fresh, nxt)
+        env_state = select_state(done, fresh, nxt)
         new_state = EpisodeState(
             env=env_state,
             steps=jnp.where(done, 0, steps),
@@ -88,27 +93,30 @@ class EpisodeEnv:
 
 
 def rollout_returns(
-    env: Env, policy: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array, num_episodes: int, episode_length: int,
-    members: bool = False,
+    env: Env, policy: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array, num_episodes: int, episode_length: int
 ) -> jax.Array:
     """Undiscounted returns of `num_episodes` parallel episodes, each run until it terminates or
     reaches `episode_length` steps. `policy(obs, key)` maps a batch of raw observations to
-    actions; step t gets fold_in(key, t), so a policy that draws noise draws it afresh each step.
+    actions; step t gets fold_in(key, t), so a policy that draws noise draws it afresh each step."""
+    single = lambda obs, keys: policy(obs[0], keys[0])[None]  # noqa: E731
+    return member_rollout_returns(env, single, key[None], num_episodes, episode_length)[0]
 
-    members=True runs several policies at once: `key` holds one key per member (members, 2),
+
+def member_rollout_returns(
+    env: Env, policy: Callable[[jax.Array, jax.Array], jax.Array], keys: jax.Array, num_episodes: int, episode_length: int
+) -> jax.Array:
+    """rollout_returns for several policies at once: `keys` holds one key per member (members, 2),
     `policy` maps observations (members, num_episodes, obs) and keys (members, 2) to actions, and
-    the returns are (members, num_episodes), each member's the same as its own call would give.
-    The members sit inside the loop rather than in a vmap around it, so the loop's condition
-    stays a single value: under a vmap it would be batched and every carried leaf with it,
-    which MuJoCo Warp's batch-wide buffers do not allow.
+    the returns are (members, num_episodes), each member's as its own rollout_returns would give.
 
-    A while loop stops as soon as every episode has ended, so short episodes cost little.
+    The members sit inside the loop rather than in a vmap around it, so the loop's condition stays
+    a single value: under a vmap it would be batched and every carried leaf with it, which MuJoCo
+    Warp's batch-wide buffers do not allow. A while loop stops as soon as every episode has ended,
+    so short episodes cost little.
     """
-    lift = jax.vmap if members else (lambda f, *a, **k: f)
-    reset_key, act_key = lift(lambda k: tuple(jax.random.split(k)))(key)
-    reset_keys = lift(lambda k: jax.random.split(k, num_episodes))(reset_key)
-    states = lift(jax.vmap(env.reset))(reset_keys)
-    shape = reset_keys.shape[:-1]
+    reset_key, act_key = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    reset_keys = jax.vmap(lambda k: jax.random.split(k, num_episodes))(reset_key)
+    states = jax.vmap(jax.vmap(env.reset))(reset_keys)
 
     def cond(carry):
         t, _, alive, _ = carry
@@ -116,11 +124,12 @@ def rollout_returns(
 
     def body(carry):
         t, s, alive, total = carry
-        keys = lift(jax.random.fold_in, in_axes=(0, None))(act_key, t)
-        s = lift(jax.vmap(env.step))(s, policy(s.obs, keys))
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(act_key, t)
+        s = jax.vmap(jax.vmap(env.step))(s, policy(s.obs, step_keys))
         total = total + jnp.where(alive, s.reward, 0.0)
         alive = alive & (s.terminated <= 0)
         return t + 1, s, alive, total
 
+    shape = reset_keys.shape[:-1]
     init = (jnp.zeros((), jnp.int32), states, jnp.ones(shape, bool), jnp.zeros(shape))
     return jax.lax.while_loop(cond, body, init)[3]
