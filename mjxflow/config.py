@@ -60,6 +60,17 @@ class CriticConfig:
     tau: float | None = None
     """Polyak rate of the target critics (target <- tau * online + (1 - tau) * target); auto:
     0.005 x batch_size / 256 within [0.005, 0.1] (mjxflow.scale)."""
+    distributional: bool = False
+    """A categorical (C51-style) critic: each Q network outputs a distribution over num_atoms
+    fixed values in [v_min, v_max], trained by cross-entropy against the projected target
+    distribution of r + gamma z; actors and every weight read its expected value."""
+    num_atoms: int = 101
+    """Atoms of the distributional critic's support."""
+    v_min: float | None = None
+    """Lowest atom of the distributional critic; auto: -v_max."""
+    v_max: float | None = None
+    """Highest atom of the distributional critic; auto: the env's reward scale / (1 - gamma)
+    (mjxflow.scale: a typical per-step reward magnitude of a good policy, per env)."""
 
 
 @dataclass(frozen=True)
@@ -454,6 +465,9 @@ def check_critic(cfg: CriticConfig) -> None:
     _positive("critic", cfg, "lr")
     _require(0.0 <= cfg.gamma < 1.0, "critic.gamma", cfg.gamma, "in [0, 1)")
     _require(cfg.tau is None or 0.0 < cfg.tau <= 1.0, "critic.tau", cfg.tau, "in (0, 1]")
+    _require(cfg.num_atoms >= 2, "critic.num_atoms", cfg.num_atoms, ">= 2")
+    if cfg.v_min is not None and cfg.v_max is not None:
+        _require(cfg.v_min < cfg.v_max, "critic.v_min", cfg.v_min, f"< --critic.v-max {cfg.v_max}")
 
 
 def check_sac(cfg: SACConfig) -> None:

@@ -27,19 +27,21 @@ class MLP(nn.Module):
 
 
 class EnsembleQ(nn.Module):
-    """`num` independent Q networks sharing one call; parameters stacked on a leading axis."""
+    """`num` independent Q networks sharing one call; parameters stacked on a leading axis. With
+    `atoms` > 1 each outputs that many logits (a distributional critic): shape (num, batch, atoms)."""
 
     hidden: Sequence[int]
     num: int = 2
     layer_norm: bool = False
+    atoms: int = 1
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         ensemble = nn.vmap(
             MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0, axis_size=self.num
         )
-        q = ensemble(self.hidden, 1, self.layer_norm)(jnp.concatenate([obs, action], axis=-1))
-        return q[..., 0]  # (num, batch)
+        q = ensemble(self.hidden, self.atoms, self.layer_norm)(jnp.concatenate([obs, action], axis=-1))
+        return q[..., 0] if self.atoms == 1 else q  # (num, batch) or (num, batch, atoms)
 
 
 class GaussianActor(nn.Module):

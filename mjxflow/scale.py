@@ -17,6 +17,7 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | chunk_iters       | ceil(iterations / 200), at most 1,000                   |          |            |            |
 | num_checkpoints   | 5 (at most one per iteration)                           |          |            |            |
 | critic.tau        | 0.005 batch / 256, clipped to [0.005, 0.1]              | 0.005    | 0.04       | 0.1        |
+| critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in PRESETS |  |  |  |
 | fpmd.explore_     | half the run's gradient updates, at most 50,000         |          |            |            |
 |   decay_updates   |                                                         |          |            |            |
 
@@ -50,27 +51,31 @@ from mjxflow.envs.wrappers import Transition
 # (so that a config resolves without building an env; tests/test_scale.py checks them against the
 # envs). The brax tasks end episodes at 1,000 steps as brax's and Playground's training scripts do;
 # budgets follow what massively parallel off-policy methods report for a converged run of each task,
-# except inverted_pendulum, whose budget is the quick CPU run of the README.
+# except inverted_pendulum, whose budget is the quick CPU run of the README. The reward scale is a
+# typical per-step reward magnitude of a good policy (returns of well-trained brax policies over
+# 1,000 steps, rounded up; 1 for the probes, the pendulum and Playground's rewards in [0, 1]): it sets
+# the distributional critic's auto range.
 @dataclasses.dataclass(frozen=True)
 class Preset:
     total_steps: int
     episode_length: int
     obs_size: int
     action_size: int
+    reward_scale: float = 1.0  # a typical per-step reward magnitude of a good policy (see auto_value_range)
 
 
 PRESETS: dict[str, Preset] = {
     "inverted_pendulum": Preset(32_000, 1000, 4, 1),
-    "inverted_double_pendulum": Preset(1_000_000, 1000, 8, 1),
+    "inverted_double_pendulum": Preset(1_000_000, 1000, 8, 1, 10.0),
     "reacher": Preset(2_000_000, 1000, 11, 2),
-    "pusher": Preset(5_000_000, 1000, 23, 7),
+    "pusher": Preset(5_000_000, 1000, 23, 7, 2.0),
     "swimmer": Preset(5_000_000, 1000, 8, 2),
-    "hopper": Preset(10_000_000, 1000, 11, 3),
-    "halfcheetah": Preset(10_000_000, 1000, 17, 6),
-    "walker2d": Preset(10_000_000, 1000, 17, 6),
-    "ant": Preset(10_000_000, 1000, 27, 8),
-    "humanoid": Preset(20_000_000, 1000, 244, 17),
-    "humanoidstandup": Preset(20_000_000, 1000, 244, 17),
+    "hopper": Preset(10_000_000, 1000, 11, 3, 4.0),
+    "halfcheetah": Preset(10_000_000, 1000, 17, 6, 15.0),
+    "walker2d": Preset(10_000_000, 1000, 17, 6, 6.0),
+    "ant": Preset(10_000_000, 1000, 27, 8, 10.0),
+    "humanoid": Preset(20_000_000, 1000, 244, 17, 10.0),
+    "humanoidstandup": Preset(20_000_000, 1000, 244, 17, 300.0),
     "bandit": Preset(4_000, 1, 2, 2),
     "multigoal": Preset(16_000, 1, 2, 2),
     "unevengoal": Preset(16_000, 1, 2, 2),
@@ -121,6 +126,13 @@ def auto_explore_decay(total_updates: int) -> int:
     return max(1, min(MAX_EXPLORE_DECAY, total_updates // 2))
 
 
+def auto_value_range(reward_scale: float, gamma: float) -> tuple[float, float]:
+    """The distributional critic's support: +-reward_scale / (1 - gamma), the discounted value of
+    a reward of that magnitude at every step (values beyond it are clipped onto the edge atoms)."""
+    v = float(f"{reward_scale / (1.0 - gamma):.6g}")  # 1 / (1 - 0.99) is 99.99999999999991 in floats
+    return -v, v
+
+
 def sample_reuse_target(num_envs: int) -> float:
     return min(64.0, max(16.0, 64.0 * math.sqrt(64.0 / num_envs)))
 
@@ -166,6 +178,10 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
               else auto_replay_size(n, transition_bytes(obs_size, action_size), cfg.replay_gib_per_seed))
     min_replay = cfg.min_replay if cfg.min_replay is not None else min(replay, max(2000, batch, 10 * n))
     critic = cfg.critic if cfg.critic.tau is not None else dataclasses.replace(cfg.critic, tau=auto_tau(batch))
+    if critic.distributional and (critic.v_min is None or critic.v_max is None):
+        low, high = auto_value_range(preset.reward_scale, critic.gamma)
+        critic = dataclasses.replace(critic, v_min=low if critic.v_min is None else critic.v_min,
+                                     v_max=high if critic.v_max is None else critic.v_max)
     fpmd = cfg.fpmd
     if fpmd.explore_decay_updates is None:
         fpmd = dataclasses.replace(fpmd, explore_decay_updates=auto_explore_decay(iters * updates))

@@ -87,6 +87,9 @@ def validate_resolved(cfg: TrainConfig) -> None:
         raise ConfigError(f"--replay-size {cfg.replay_size} is smaller than one iteration's transitions (--num-envs {cfg.num_envs})")
     if cfg.replay_size < cfg.min_replay:
         raise ConfigError(f"--min-replay {cfg.min_replay} exceeds --replay-size {cfg.replay_size}")
+    if cfg.critic.distributional and not cfg.critic.v_min < cfg.critic.v_max:
+        raise ConfigError(f"--critic.v-min {cfg.critic.v_min:g} must be < --critic.v-max {cfg.critic.v_max:g} "
+                          "(one of them auto: the env's reward scale / (1 - gamma))")
     if cfg.batch_size > max(cfg.min_replay, cfg.num_envs):
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is larger than the replay's minimum fill --min-replay {cfg.min_replay}; "

@@ -65,10 +65,14 @@ def truncation_config(agent: str):
     )
 
 
-@pytest.mark.parametrize("agent", ["sac", "smfp", "fpmd-r", "fpmd-m"])
+@pytest.mark.parametrize("agent", ["sac", "smfp", "fpmd-r", "fpmd-m", "sac-distributional"])
 def test_time_limit_bootstraps_through_the_fused_loop(agent):
     env = EndlessConstant()
-    cfg = resolve(truncation_config(agent), env.obs_size, env.action_size)
+    cfg = truncation_config(agent.removesuffix("-distributional"))
+    if agent.endswith("-distributional"):  # the same known answer through the categorical projection
+        cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, distributional=True, num_atoms=41,
+                                                                  v_min=-1.0, v_max=3.0))
+    cfg = resolve(cfg, env.obs_size, env.action_size)
     loop = Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size))
     state, metrics = loop.make_train_chunk(loop.total_iters)(loop.initial_state())
     assert int(np.sum(metrics["train/episodes"])) == 8 * 200 // LIMIT  # every episode ended by the limit
