@@ -59,7 +59,8 @@ class CriticConfig:
     """Discount factor."""
     tau: float | None = None
     """Polyak rate of the target critics (target <- tau * online + (1 - tau) * target); auto:
-    0.005 x batch_size / 256 within [0.005, 0.1] (mjxflow.scale)."""
+    0.005 x batch_size / 256, and at least 2 / ((1 - gamma) x the run's gradient updates) so the
+    targets converge within half the run, within [0.005, 0.1] (mjxflow.scale)."""
     distributional: bool = False
     """A categorical (C51-style) critic: each Q network outputs a distribution over num_atoms
     fixed values in [v_min, v_max], trained by cross-entropy against the projected target

@@ -16,7 +16,8 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | eval_episodes     | n / 32, clipped to [10, 128]                            | 10       | 32         | 128        |
 | chunk_iters       | ceil(iterations / 200), at most 1,000                   |          |            |            |
 | num_checkpoints   | 5 (at most one per iteration)                           |          |            |            |
-| critic.tau        | 0.005 batch / 256, clipped to [0.005, 0.1]              | 0.005    | 0.04       | 0.1        |
+| critic.tau        | 0.005 batch / 256, and at least 2 / ((1 - gamma) x the  | 0.005    | 0.04       | 0.1        |
+|                   | run's gradient updates), clipped to [0.005, 0.1]        |          |            |            |
 | critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in PRESETS |  |  |  |
 | fpmd.explore_     | half the run's gradient updates, at most 50,000         |          |            |            |
 |   decay_updates   |                                                         |          |            |            |
@@ -65,7 +66,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "inverted_pendulum": Preset(32_000, 1000, 4, 1),
+    "inverted_pendulum": Preset(20_000, 1000, 4, 1),
     "inverted_double_pendulum": Preset(1_000_000, 1000, 8, 1, 10.0),
     "reacher": Preset(2_000_000, 1000, 11, 2),
     "pusher": Preset(5_000_000, 1000, 23, 7, 2.0),
@@ -116,10 +117,18 @@ REPLAY_ITERATIONS = 1024  # auto replay capacity, in iterations of num_envs tran
 MIN_AUTO_REPLAY = 100_000
 BASE_TAU, MAX_TAU, BASE_BATCH = 0.005, 0.1, 256
 MAX_EXPLORE_DECAY = 50_000
+PROPAGATION = 2.0  # the targets converge within 1 / PROPAGATION of the run's updates (auto_tau)
 
 
-def auto_tau(batch_size: int) -> float:
-    return min(MAX_TAU, max(BASE_TAU, BASE_TAU * batch_size / BASE_BATCH))
+def auto_tau(batch_size: int, total_updates: int | None = None, gamma: float = 0.99) -> float:
+    """0.005 x batch / 256, and at least what lets the targets carry value over the discount's
+    horizon within half the run's updates: a target moving at rate tau needs about
+    1 / ((1 - gamma) tau) updates to converge, so tau >= PROPAGATION / ((1 - gamma) updates);
+    within [0.005, 0.1]."""
+    tau = BASE_TAU * batch_size / BASE_BATCH
+    if total_updates:
+        tau = max(tau, PROPAGATION / ((1.0 - gamma) * total_updates))
+    return float(f"{min(MAX_TAU, max(BASE_TAU, tau)):.4g}")
 
 
 def auto_explore_decay(total_updates: int) -> int:
@@ -139,6 +148,13 @@ def sample_reuse_target(num_envs: int) -> float:
 
 def auto_batch_size(num_envs: int) -> int:
     return min(8192, max(256, 2 * num_envs))
+
+
+def run_updates(iterations: int, num_envs: int, min_replay: int, updates_per_iter: int) -> int:
+    """Gradient updates per seed of a whole run: every iteration from the one whose data fills
+    min_replay makes updates_per_iter."""
+    first_learning = max(1, -(-min_replay // num_envs))
+    return max(0, iterations - first_learning + 1) * updates_per_iter
 
 
 def auto_replay_size(num_envs: int, bytes_per_transition: int, gib_per_seed: float) -> int:
@@ -177,7 +193,8 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     replay = (cfg.replay_size if cfg.replay_size is not None
               else auto_replay_size(n, transition_bytes(obs_size, action_size), cfg.replay_gib_per_seed))
     min_replay = cfg.min_replay if cfg.min_replay is not None else min(replay, max(2000, batch, 10 * n))
-    critic = cfg.critic if cfg.critic.tau is not None else dataclasses.replace(cfg.critic, tau=auto_tau(batch))
+    critic = cfg.critic if cfg.critic.tau is not None else dataclasses.replace(
+        cfg.critic, tau=auto_tau(batch, run_updates(iters, n, min_replay, updates), cfg.critic.gamma))
     if critic.distributional and (critic.v_min is None or critic.v_max is None):
         low, high = auto_value_range(preset.reward_scale, critic.gamma)
         critic = dataclasses.replace(critic, v_min=low if critic.v_min is None else critic.v_min,
@@ -237,11 +254,10 @@ def derived(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     obs_size = PRESETS[cfg.env].obs_size if obs_size is None else obs_size
     action_size = PRESETS[cfg.env].action_size if action_size is None else action_size
     per_item = transition_bytes(obs_size, action_size)
-    first_learning = max(1, -(-cfg.min_replay // cfg.num_envs))  # the iteration whose data fills min_replay
     return {
         "iterations": sch.total,
         "env_steps_per_seed": sch.total * cfg.num_envs,
-        "gradient_updates_per_seed": max(0, sch.total - first_learning + 1) * cfg.updates_per_iter,
+        "gradient_updates_per_seed": run_updates(sch.total, cfg.num_envs, cfg.min_replay, cfg.updates_per_iter),
         "sample_reuse": round(cfg.batch_size * cfg.updates_per_iter / cfg.num_envs, 3),
         "replay_iterations": round(cfg.replay_size / cfg.num_envs, 1),
         "num_evals": len(sch.evals),

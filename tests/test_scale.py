@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mjxflow import checkpoint, scale, train
-from mjxflow.config import TrainConfig, load_json
+from mjxflow.config import CriticConfig, TrainConfig, load_json
 from mjxflow.envs import ENV_NAMES
 from mjxflow.logs import read_jsonl
 
@@ -49,6 +49,20 @@ def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay,
         (batch, updates, replay, min_replay, episodes)
     assert (cfg.total_steps, cfg.episode_length, cfg.num_evals) == (10_000_000, 1000, 20)
     assert cfg.critic.tau == pytest.approx(tau) and cfg.fpmd.explore_decay_updates == decay
+
+
+def test_tau_lets_the_targets_converge_within_half_the_run():
+    """A short run's tau rises above the batch rule so that 1 / ((1 - gamma) tau) updates (the
+    targets' convergence time over the discount horizon) fit in half its updates: the README's
+    main job (inverted_pendulum, 20k steps, 4,504 updates) gets 2 / (0.01 x 4,504)."""
+    cfg = scale.resolve(TrainConfig())
+    updates = scale.derived(cfg)["gradient_updates_per_seed"]
+    assert updates == 4504 and cfg.critic.tau == pytest.approx(2 / (0.01 * updates), rel=1e-3)
+    short = scale.resolve(TrainConfig(critic=CriticConfig(gamma=0.97)))
+    assert short.critic.tau == pytest.approx(2 / (0.03 * updates), rel=1e-3)
+    # a run long enough for the batch rule keeps it; a very short one stops at the cap
+    assert scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=1_000_000)).critic.tau == 0.01
+    assert scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=20_000)).critic.tau == scale.MAX_TAU
 
 
 def test_explicit_nested_options_win():

@@ -184,8 +184,10 @@ def test_a_sweep_compiles_once_and_each_point_equals_its_separate_run(swept):
                 if a.get(key) is None:
                     assert b.get(key) is None, (key, a, b)
                 else:  # float rounding (other fusions in a wider program: ~1e-7) grows as training goes
-                    # on, like any perturbation: measured <= 5e-6 through 800 env steps, ~1e-3 at 1,200
-                    rel = 1e-4 if a["env_steps"] <= 800 else 1e-2
+                    # on, like any perturbation, at a rate that depends on the CPU's code: measured
+                    # <= 5e-6 through 800 env steps on one machine; on another <= 2.5e-7 at 400,
+                    # 1.1e-4 at 800 (beta 1's train return) and 1.8e-3 at 1,200
+                    rel = 1e-4 if a["env_steps"] <= 400 else 1e-3 if a["env_steps"] <= 800 else 1e-2
                     assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-6), (key, point, a["env_steps"])
         assert ("actor/md_loss" in alone[-1]) == (value == "1")
 
