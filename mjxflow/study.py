@@ -316,6 +316,7 @@ class Row:
     agent: str
     steps: np.ndarray  # (T,) env steps per seed of the evaluations
     returns: np.ndarray  # (seeds, T)
+    wall: np.ndarray  # (T,) training wall time of the evaluations (seconds; across resumes)
     state: str
     frozen: list[str]  # "seed 1 at 12,000 (critic/loss)"
     paper: float | None = None
@@ -343,7 +344,7 @@ def load_rows(plan_data: dict) -> tuple[list[Row], list[str]]:
             marks = [f"seed {e['seed']} at {e['env_step']:,} ({e['quantity']})" for e in frozen.values()
                      if point is None or e["point"] == point]
             label = cell.label if not curves.name.startswith("[") else f"{cell.label} {curves.name}"
-            rows.append(Row(env=cell.env, label=label, agent=cell.agent, steps=curves.steps, returns=curves.returns,
+            rows.append(Row(env=cell.env, label=label, agent=cell.agent, steps=curves.steps, returns=curves.returns, wall=curves.wall,
                             state=state, frozen=marks, paper=paper.get(cell.env, {}).get(cell.agent)))
     return rows, missing
 
@@ -371,16 +372,17 @@ def normalisers(rows: list[Row]) -> dict[str, tuple[float, float]]:
 
 
 def report_table(rows: list[Row], missing: list[str], paper: bool) -> str:
-    lines = ["| env | variant | seeds | env steps | final return | best return | IQM final (95% CI) | state |"
+    lines = ["| env | variant | seeds | env steps | final return | best return | IQM final (95% CI) | wall time (h) | state |"
              + (" paper (Gym v4, other simulator) |" if paper else ""),
-             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if paper else "")]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if paper else "")]
     for r in rows:
         final, best = r.returns[:, -1], np.nanmax(r.returns, axis=1)
         lo, hi = stats.stratified_bootstrap_ci([final])
         scale = max(float(np.nanmax(np.abs(x.returns))) for x in rows if x.env == r.env)
         state = r.state + (f"; frozen: {', '.join(r.frozen)}" if r.frozen else "")
         lines.append(f"| {r.env} | {r.label} | {r.returns.shape[0]} | {int(r.steps[-1]):,} | {_ms(final, scale)} | "
-                     f"{_ms(best, scale)} | {_num(stats.iqm(final), scale)} [{_num(lo, scale)}, {_num(hi, scale)}] | {state} |"
+                     f"{_ms(best, scale)} | {_num(stats.iqm(final), scale)} [{_num(lo, scale)}, {_num(hi, scale)}] | "
+                     f"{r.wall[-1] / 3600:.2f} | {state} |"
                      + (f" {r.paper if r.paper is not None else '-'} |" if paper else ""))
     norms = normalisers(rows)
     envs = list(norms)
@@ -414,22 +416,26 @@ def plot_report(rows: list[Row], out_dir: str) -> list[str]:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {label: colors[i % len(colors)] for i, label in enumerate(labels)}
     cols = min(len(envs), 4)
-    fig, axes = plt.subplots(math.ceil(len(envs) / cols), cols, figsize=(4.2 * cols, 3.4 * math.ceil(len(envs) / cols)),
-                             squeeze=False, constrained_layout=True)
-    for ax, env in zip(axes.ravel(), envs):
-        for r in rows:
-            if r.env != env:
-                continue
-            mean, std = np.nanmean(r.returns, axis=0), np.nanstd(r.returns, axis=0)
-            ax.plot(r.steps, mean, label=r.label, color=color[r.label])
-            ax.fill_between(r.steps, mean - std, mean + std, color=color[r.label], alpha=0.2, linewidth=0)
-        ax.set_title(env)
-        ax.set_xlabel("env steps per seed")
-        ax.set_ylabel("evaluation return")
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(envs):]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7)
+    grid_rows = math.ceil(len(envs) / cols)  # a grid of panels against env steps, the same against wall time
+    fig, axes = plt.subplots(2 * grid_rows, cols, figsize=(4.2 * cols, 3.4 * 2 * grid_rows), squeeze=False,
+                             constrained_layout=True)
+    for half, (x_of, xlabel) in enumerate([(lambda r: r.steps, "env steps per seed"),
+                                           (lambda r: r.wall / 3600, "training wall time (h)")]):
+        panels = axes[half * grid_rows:(half + 1) * grid_rows].ravel()
+        for ax, env in zip(panels, envs):
+            for r in rows:
+                if r.env != env:
+                    continue
+                mean, std = np.nanmean(r.returns, axis=0), np.nanstd(r.returns, axis=0)
+                ax.plot(x_of(r), mean, label=r.label, color=color[r.label])
+                ax.fill_between(x_of(r), mean - std, mean + std, color=color[r.label], alpha=0.2, linewidth=0)
+            ax.set_title(env)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("evaluation return")
+            ax.grid(alpha=0.3)
+        for ax in panels[len(envs):]:
+            ax.axis("off")
+        panels[0].legend(fontsize=7)
     fig.suptitle("evaluation return (mean ± std over seeds)")
     curves = os.path.join(out_dir, "curves.png")
     fig.savefig(curves, dpi=80)

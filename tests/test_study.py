@@ -228,11 +228,11 @@ def test_a_member_that_turns_non_finite_is_frozen_and_the_others_train_on(tmp_pa
 def test_report_table_puts_the_papers_numbers_beside_ours():
     steps = np.array([0, 500, 1000])
     rows = [study.Row(env="hopper", label=agent, agent=agent, steps=steps, returns=np.array([[10.0, 500, r], [12.0, 400, r + 100]]),
-                      state="done", frozen=[], paper=study.FPMD_TABLE1["hopper"].get(agent))
+                      wall=np.array([0.0, 1800.0, 5400.0]), state="done", frozen=[], paper=study.FPMD_TABLE1["hopper"].get(agent))
             for agent, r in (("sac", 900.0), ("smfp", 1500.0))]
     table = study.report_table(rows, [], paper=True)
     assert "| paper (Gym v4, other simulator) |" in table.splitlines()[0]
-    assert table.splitlines()[2].endswith("| 950.0 ± 50.0 | 950.0 ± 50.0 | 950.0 [900.0, 1000.0] | done | 3197 |")
+    assert table.splitlines()[2].endswith("| 950.0 ± 50.0 | 950.0 ± 50.0 | 950.0 [900.0, 1000.0] | 1.50 | done | 3197 |")
     assert table.splitlines()[3].endswith("| done | - |")  # SMFP is not in the FPMD paper
     # normalised: 0 at the initial mean (11), 1 at the best variant's mean final (1550)
     assert "| smfp | 1 | 2 | 1.000 [0.968, 1.032] | 1.000 |" in table
