@@ -411,6 +411,8 @@ def plot_report(rows: list[Row], out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mjxflow.plot import _band
+
     envs = list(dict.fromkeys(r.env for r in rows))
     labels = list(dict.fromkeys(r.label for r in rows))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -424,11 +426,8 @@ def plot_report(rows: list[Row], out_dir: str) -> list[str]:
         panels = axes[half * grid_rows:(half + 1) * grid_rows].ravel()
         for ax, env in zip(panels, envs):
             for r in rows:
-                if r.env != env:
-                    continue
-                mean, std = np.nanmean(r.returns, axis=0), np.nanstd(r.returns, axis=0)
-                ax.plot(x_of(r), mean, label=r.label, color=color[r.label])
-                ax.fill_between(x_of(r), mean - std, mean + std, color=color[r.label], alpha=0.2, linewidth=0)
+                if r.env == env:
+                    _band(ax, x_of(r), r.returns, r.label, color[r.label])
             ax.set_title(env)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("evaluation return")

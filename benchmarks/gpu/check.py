@@ -15,7 +15,6 @@ curve.png (the run's curve) and log.txt (every part's output). --smoke: tiny siz
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -95,40 +94,38 @@ def part_device(s: dict, arg: str) -> None:
           "jax": jax.__version__, "jaxlib": __import__("jaxlib").__version__})
 
 
-def _bench_config(s: dict, work: str):
-    from mjxflow.bench import BenchConfig
+def _bench_config(s: dict, work: str, env: str | None = None):
+    """The part's bench config, its persistent compilation cache (shared by the parts) turned on."""
+    from mjxflow.bench import BenchConfig, enable_compile_cache
 
-    return BenchConfig(env=s["env"], num_envs=(s["num_envs"],), iters=s["iters"], repeats=s["repeats"],
-                       compile_cache=os.path.join(work, "jax-cache"))
+    cfg = BenchConfig(env=env or s["env"], num_envs=(s["num_envs"],), iters=s["iters"], repeats=s["repeats"],
+                      compile_cache=os.path.join(work, "jax-cache"))
+    enable_compile_cache(cfg.compile_cache)
+    return cfg
 
 
 def part_headline(s: dict, agent: str, work: str) -> None:
-    from mjxflow.bench import enable_compile_cache, measure_headline
+    from mjxflow.bench import measure_headline
 
     cfg = _bench_config(s, work)
-    enable_compile_cache(cfg.compile_cache)
     emit(measure_headline(cfg, agent, s["num_envs"], log=lambda *a, **k: None))
 
 
 def part_physics(s: dict, env: str, work: str) -> None:
-    import dataclasses
-
-    from mjxflow.bench import _time_env_only, enable_compile_cache
+    from mjxflow.bench import _time_env_only
     from mjxflow.config import TrainConfig
     from mjxflow.loop import build_loop
 
-    cfg = dataclasses.replace(_bench_config(s, work), env=env)
-    enable_compile_cache(cfg.compile_cache)
+    cfg = _bench_config(s, work, env)
     loop = build_loop(TrainConfig(env=env, agent="sac", num_envs=s["num_envs"], num_seeds=1, compile_cache=None))
     seconds = _time_env_only(loop, loop.initial_state(), cfg)
     emit({"env": env, "num_envs": s["num_envs"], "step_s": seconds, "env_steps_per_s": s["num_envs"] / seconds})
 
 
 def part_sweep(s: dict, seeds: str, work: str) -> None:
-    from mjxflow.bench import enable_compile_cache, measure_training
+    from mjxflow.bench import measure_training
 
     cfg = _bench_config(s, work)
-    enable_compile_cache(cfg.compile_cache)
     r = measure_training(cfg, "sac", s["num_envs"], int(seeds))
     r["chunk_s"] = r["iteration_s"] * cfg.iters
     emit(r)
@@ -194,16 +191,9 @@ def short_run_steps(headline: dict | None, s: dict) -> int:
 
 
 def final_returns(run_dir: str) -> list[float]:
-    last: dict[int, tuple[int, float]] = {}
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("eval_return") is not None and r["env_steps"] >= last.get(r["seed"], (-1, 0.0))[0]:
-                last[r["seed"]] = (r["env_steps"], r["eval_return"])
-    return [last[k][1] for k in sorted(last)]
+    from mjxflow.plot import load_curves
+
+    return [float(x) for x in load_curves(run_dir).returns[:, -1]]
 
 
 def check(out: str, smoke: bool) -> int:

@@ -6,13 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-/tmp/mjxflow-gpu-smoke}"
-py="${PYTHON312:-}"
-if [ -z "$py" ]; then  # python3.12 on the path, else pyenv's (its shim answers only where 3.12 is selected)
-    for c in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-        if "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then py="$c"; break; fi
-    done
-fi
-[ -n "$py" ] || { echo "smoke: no Python 3.12 interpreter found; set PYTHON312" >&2; exit 2; }
+py="${PYTHON312:-$("$here/../../.ci/python312")}"  # python3.12 on the path, else pyenv's
 rm -rf "$work/host"
 "$py" -m venv "$work/host"
 "$work/host/bin/pip" install -q --disable-pip-version-check jax==0.11.2 jaxlib==0.11.2 numpy flax optax orbax-checkpoint \
