@@ -8,8 +8,16 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-import jax
-import pytest
+# XLA's cheaper backend settings for every program the suite compiles, subprocesses included (they
+# inherit the environment): the tests check what is computed, not how fast the generated code
+# runs, and compilation is most of a test's time (test_known_answers' five time-limit tests: 172 s
+# instead of 265 s on this 2-core CPU beside two training jobs, empty caches). MJXFLOW_TEST_FULL_OPT=1 keeps XLA's defaults.
+if not os.environ.get("MJXFLOW_TEST_FULL_OPT"):
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [
+        os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # A persistent compilation cache inside the checkout helps subprocess tests and later runs. Each
 # pytest-xdist worker has its own: JAX writes cache entries without a lock (unless an eviction size
