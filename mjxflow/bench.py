@@ -24,7 +24,7 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
 - peer:    brax's own SAC trainer (brax.training.agents.sac) on the same env, num_envs, batch size
            and updates per iteration, against our SAC. brax.training needs jax < 0.8, so it runs in
            a second virtual environment (peer_venv, which you create once from
-           benchmarks/peer/requirements.txt: see the README) and reports back as JSON; the
+           benchmarks/peer/requirements.txt: see docs/BENCHMARKS.md) and reports back as JSON; the
            project's jax is untouched. Without that environment the section says how to make it.
 """
 

@@ -219,7 +219,7 @@ class TrainConfig:
     """Agent: smfp, fpmd-r, fpmd-m or sac."""
     num_envs: int = 16
     """Parallel training environments per seed; the auto options below scale with it (see
-    mjxflow.scale and the README)."""
+    mjxflow.scale and docs/TRAINING.md)."""
     num_seeds: int = 2
     """Seeds trained at once, as one vmapped program."""
     devices: int | None = None
@@ -230,7 +230,7 @@ class TrainConfig:
     """Base random seed; seed i of the sweep uses split(PRNGKey(seed), num_seeds)[i]."""
     total_steps: int | None = None
     """Environment steps per seed; the run trains exactly ceil(total_steps / num_envs) iterations.
-    Default: the env's preset (README)."""
+    Default: the env's preset (docs/TRAINING.md)."""
     print_config: bool = False
     """Print the resolved config and its derived figures as JSON and exit, compiling nothing."""
     run_name: str | None = None
