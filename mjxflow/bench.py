@@ -88,6 +88,9 @@ class BenchConfig:
     """State batch sizes of the inference-latency table."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of every actor and critic network."""
+    critic_variants: tuple[str, ...] = ()
+    """Critic variants the update table also times with SAC, each beside SAC's default critic: ln
+    (LayerNorm), c51 (distributional, 101 atoms, the auto range), wide (1024 x 1024)."""
     fpmd_particles: int = 32
     """FPMD particles N (the paper's default; lower it for a cheaper CPU run)."""
     fpmd_train_steps: int = 20
@@ -117,6 +120,9 @@ def validate(cfg: BenchConfig) -> None:
     for m in cfg.measure:
         if m not in MEASURES:
             raise ConfigError(f"unknown measure {m!r}; valid: {', '.join(MEASURES)}")
+    for v in cfg.critic_variants:
+        if v not in CRITIC_VARIANTS:
+            raise ConfigError(f"unknown critic variant {v!r}; valid: {', '.join(CRITIC_VARIANTS)}")
     for name in ("num_envs", "seeds", "latency_batch", "batch_size"):
         values = getattr(cfg, name)
         if not values or any(v <= 0 for v in values):
@@ -321,17 +327,27 @@ def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None 
 # The update table's variants beside each agent's defaults: SMFP's full mirror-descent step (every
 # particle of every state regressed, the conditional entropy surrogate), the reference of its cheap default.
 UPDATE_VARIANTS = {"smfp": {"smfp-full": dict(md_samples=0, md_states=1.0, entropy_draws=1)}}
+# Critic variants the update table times with SAC when asked (--critic-variants), beside SAC's
+# default critic: what each of the critic recipes compared on Ant costs per update.
+CRITIC_VARIANTS = {"ln": dict(layer_norm=True), "c51": dict(distributional=True), "wide": dict(hidden=(1024, 1024))}
 
 
-def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None = None) -> tuple[float, float, float]:
+def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None = None,
+                   critic: dict | None = None) -> tuple[float, float, float]:
     """Seconds (median, min, max) of one jitted `update` (critic, actor, temperature) of `agent` on
     a random batch of `batch` transitions of the env's sizes, each call on the state the last one
-    returned; `smfp` overrides SMFP options."""
+    returned; `smfp` overrides SMFP options, `critic` the critic's (a distributional critic gets
+    the auto value range of `train`)."""
     from mjxflow.envs import Transition
+    from mjxflow.scale import PRESETS, auto_value_range
 
     env = make_env(cfg.env, cfg.physics)
     tc = train_config(cfg, agent, 1)
-    tc = dataclasses.replace(tc, smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
+    crit = dataclasses.replace(tc.critic, **(critic or {}))
+    if crit.distributional:
+        v_min, v_max = auto_value_range(PRESETS[cfg.env].reward_scale, crit.gamma)
+        crit = dataclasses.replace(crit, v_min=v_min, v_max=v_max)
+    tc = dataclasses.replace(tc, critic=crit, smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
     ag = make_agent(tc, env.obs_size, env.action_size)
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     data = Transition(
@@ -346,16 +362,20 @@ def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None =
 
 def measure_updates(cfg: BenchConfig, log=print) -> list[dict]:
     """measure_update for every agent and batch size, SAC first (measured even when not asked for:
-    it is the reference of the ratio)."""
+    it is the reference of the ratio), each agent's variants after it: SMFP's full step, and SAC
+    with each of --critic-variants (`sac [c51]`)."""
     agents = ("sac",) + tuple(a for a in cfg.agents if a != "sac")
+    variants = {a: [(a, None, None)] + [(label, opts, None) for label, opts in UPDATE_VARIANTS.get(a, {}).items()]
+                for a in agents}
+    variants["sac"] += [(f"sac [{v}]", None, CRITIC_VARIANTS[v]) for v in cfg.critic_variants]
     rows = []
     for batch in cfg.batch_size:
         sac_s = None
         for a in agents:
-            for label, smfp in {a: None, **UPDATE_VARIANTS.get(a, {})}.items():
+            for label, smfp, critic in variants[a]:
                 log(f"  timing one update of {label} at batch {batch} ...", flush=True)
-                med, lo, hi = measure_update(cfg, a, batch, smfp)
-                sac_s = med if a == "sac" else sac_s
+                med, lo, hi = measure_update(cfg, a, batch, smfp, critic)
+                sac_s = med if label == "sac" else sac_s
                 rows.append({"agent": label, "batch_size": batch, "seconds": med, "seconds_min": lo, "seconds_max": hi,
                              "ratio_to_sac": med / sac_s})
     return rows

@@ -103,6 +103,33 @@ def test_update_table_times_every_agent_and_batch_against_sac(tmp_path):
     assert "| smfp | 16 |" in open(tmp_path / "upd.md").read()
 
 
+def test_update_table_times_critic_variants_beside_sacs_default(tmp_path, monkeypatch):
+    """`--critic-variants c51 wide`: SAC's update with each critic, built as asked (the distributional
+    critic with train's auto range), each row's ratio against SAC's default critic."""
+    built, real = [], bench.make_agent
+
+    def recording(tc, *a, **k):
+        built.append((tc.critic.distributional, tc.critic.hidden, tc.critic.v_min, tc.critic.v_max))
+        return real(tc, *a, **k)
+
+    monkeypatch.setattr(bench, "make_agent", recording)
+    args = ["--env", "bandit", "--agents", "sac", "--batch-size", "8", "--hidden", "8", "--repeats", "2", "--measure", "update",
+            "--critic-variants", "c51", "wide", "--name", "crit", "--out-dir", str(tmp_path),
+            "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+    assert bench.main(args) == 0
+    rows = json.load(open(tmp_path / "crit.json"))["update"]
+    assert [r["agent"] for r in rows] == ["sac", "sac [c51]", "sac [wide]"]
+    assert built == [(False, (8,), None, None), (True, (8,), -100.0, 100.0), (False, (1024, 1024), None, None)]
+    for r in rows:
+        assert r["ratio_to_sac"] == pytest.approx(r["seconds"] / rows[0]["seconds"])
+
+
+def test_an_unknown_critic_variant_is_one_line(capsys):
+    assert bench.main(["--measure", "update", "--critic-variants", "c52"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown critic variant 'c52'; valid: ln, c51, wide" in err
+
+
 @pytest.mark.parametrize("timer", ["_time_env_only", "_time_updates_only"])
 def test_floor_timings_compile_nothing_inside_their_timed_calls(timer, bandit_sac, monkeypatch):
     """The floor's env-only and updates-only programs get back parts of their carry with other
