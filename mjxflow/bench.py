@@ -339,13 +339,14 @@ def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None =
     returned; `smfp` overrides SMFP options, `critic` the critic's (a distributional critic gets
     the auto value range of `train`)."""
     from mjxflow.envs import Transition
-    from mjxflow.scale import PRESETS, auto_value_range
+    from mjxflow.envs import CATALOGUE
+    from mjxflow.scale import auto_value_range
 
     env = make_env(cfg.env, cfg.physics)
     tc = train_config(cfg, agent, 1)
     crit = dataclasses.replace(tc.critic, **(critic or {}))
     if crit.distributional:
-        v_min, v_max = auto_value_range(PRESETS[cfg.env].reward_scale, crit.gamma)
+        v_min, v_max = auto_value_range(CATALOGUE[cfg.env].reward_scale, crit.gamma)
         crit = dataclasses.replace(crit, v_min=v_min, v_max=v_max)
     tc = dataclasses.replace(tc, critic=crit, smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
     ag = make_agent(tc, env.obs_size, env.action_size)

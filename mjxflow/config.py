@@ -12,15 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EnvName = Literal[
-    "inverted_pendulum", "inverted_double_pendulum", "reacher", "pusher", "swimmer", "hopper", "halfcheetah",
-    "walker2d", "ant", "humanoid", "humanoidstandup", "bandit", "multigoal", "unevengoal",
-    # MuJoCo Playground's DM Control suite (mjxflow.envs.playground)
-    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse",
-    "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard",
-    "FishSwim", "HopperHop", "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup",
-    "PointMass", "ReacherEasy", "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk",
-]
+from mjxflow.envs.catalogue import ENV_NAMES
+
+EnvName = Literal[ENV_NAMES]  # every task of mjxflow.envs.catalogue
 AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
 
 

@@ -5,7 +5,7 @@ size of one transition; an option given explicitly always wins. The rules, with 
 
 | option            | rule                                                    | n = 16   | n = 1,024  | n = 4,096  |
 |-------------------|---------------------------------------------------------|----------|------------|------------|
-| total_steps       | the env's preset (`PRESETS`)                            |          |            |            |
+| total_steps       | the env's preset (`envs.catalogue`)                     |          |            |            |
 | batch_size        | 2 n, clipped to [256, 8,192]                            | 256      | 2,048      | 8,192      |
 | updates_per_iter  | round(reuse(n) n / batch), at least 1                   | 4        | 8          | 8          |
 |   reuse(n)        | 64 sqrt(64 / n), clipped to [16, 64]                    | 64       | 16         | 16         |
@@ -18,7 +18,7 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | num_checkpoints   | 5 (at most one per iteration)                           |          |            |            |
 | critic.tau        | 0.005 batch / 256, and at least 2 / ((1 - gamma) x the  | 0.005    | 0.04       | 0.1        |
 |                   | run's gradient updates), clipped to [0.005, 0.1]        |          |            |            |
-| critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in PRESETS |  |  |  |
+| critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in the catalogue |  |  |  |
 | fpmd.explore_     | half the run's gradient updates, at most 50,000         |          |            |            |
 |   decay_updates   |                                                         |          |            |            |
 
@@ -46,68 +46,8 @@ import numpy as np
 
 from mjxflow import replay as replay_lib
 from mjxflow.config import TrainConfig
+from mjxflow.envs.catalogue import CATALOGUE
 from mjxflow.envs.wrappers import Transition
-
-# Per env: env steps per seed of a full run, episode length, and the observation and action sizes
-# (so that a config resolves without building an env; tests/test_scale.py checks them against the
-# envs). The brax tasks end episodes at 1,000 steps as brax's and Playground's training scripts do;
-# budgets follow what massively parallel off-policy methods report for a converged run of each task,
-# except inverted_pendulum, whose budget is the quick CPU run of the README. The reward scale is a
-# typical per-step reward magnitude of a good policy (returns of well-trained brax policies over
-# 1,000 steps, rounded up; 1 for the probes, the pendulum and Playground's rewards in [0, 1]): it sets
-# the distributional critic's auto range.
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    total_steps: int
-    episode_length: int
-    obs_size: int
-    action_size: int
-    reward_scale: float = 1.0  # a typical per-step reward magnitude of a good policy (see auto_value_range)
-
-
-PRESETS: dict[str, Preset] = {
-    "inverted_pendulum": Preset(20_000, 1000, 4, 1),
-    "inverted_double_pendulum": Preset(1_000_000, 1000, 8, 1, 10.0),
-    "reacher": Preset(2_000_000, 1000, 11, 2),
-    "pusher": Preset(5_000_000, 1000, 23, 7, 2.0),
-    "swimmer": Preset(5_000_000, 1000, 8, 2),
-    "hopper": Preset(10_000_000, 1000, 11, 3, 4.0),
-    "halfcheetah": Preset(10_000_000, 1000, 17, 6, 15.0),
-    "walker2d": Preset(10_000_000, 1000, 17, 6, 6.0),
-    "ant": Preset(10_000_000, 1000, 27, 8, 10.0),
-    "humanoid": Preset(20_000_000, 1000, 244, 17, 10.0),
-    "humanoidstandup": Preset(20_000_000, 1000, 244, 17, 300.0),
-    "bandit": Preset(4_000, 1, 2, 2),
-    "multigoal": Preset(16_000, 1, 2, 2),
-    "unevengoal": Preset(16_000, 1, 2, 2),
-    # MuJoCo Playground's DM Control suite (mjxflow.envs.playground; episode length in control
-    # steps after the task's action repeat, sizes checked against the loaded task by a test)
-    "AcrobotSwingup": Preset(1_000_000, 1000, 6, 1),
-    "AcrobotSwingupSparse": Preset(1_000_000, 1000, 6, 1),
-    "BallInCup": Preset(1_000_000, 1000, 8, 2),
-    "CartpoleBalance": Preset(1_000_000, 1000, 5, 1),
-    "CartpoleBalanceSparse": Preset(1_000_000, 1000, 5, 1),
-    "CartpoleSwingup": Preset(1_000_000, 1000, 5, 1),
-    "CartpoleSwingupSparse": Preset(1_000_000, 1000, 5, 1),
-    "CheetahRun": Preset(1_000_000, 1000, 17, 6),
-    "FingerSpin": Preset(1_000_000, 1000, 9, 2),
-    "FingerTurnEasy": Preset(1_000_000, 1000, 12, 2),
-    "FingerTurnHard": Preset(1_000_000, 1000, 12, 2),
-    "FishSwim": Preset(1_000_000, 1000, 24, 5),
-    "HopperHop": Preset(1_000_000, 1000, 15, 4),
-    "HopperStand": Preset(1_000_000, 1000, 15, 4),
-    "HumanoidStand": Preset(1_000_000, 1000, 67, 21),
-    "HumanoidWalk": Preset(1_000_000, 1000, 67, 21),
-    "HumanoidRun": Preset(1_000_000, 1000, 67, 21),
-    "PendulumSwingup": Preset(1_000_000, 1000, 3, 1),
-    "PointMass": Preset(1_000_000, 1000, 4, 2),
-    "ReacherEasy": Preset(1_000_000, 1000, 6, 2),
-    "ReacherHard": Preset(1_000_000, 1000, 6, 2),
-    "SwimmerSwimmer6": Preset(1_000_000, 1000, 25, 5),
-    "WalkerRun": Preset(1_000_000, 1000, 24, 6),
-    "WalkerStand": Preset(1_000_000, 1000, 24, 6),
-    "WalkerWalk": Preset(1_000_000, 1000, 24, 6),
-}
 
 TARGET_HOST_SYNCS = 200  # compiled calls per run the auto chunk length aims at
 MAX_CHUNK_ITERS = 1000
@@ -179,7 +119,7 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     """The config with every auto (None) option filled in by the rules above (sizes: the env's
     preset unless given)."""
     n = cfg.num_envs
-    preset = PRESETS[cfg.env]
+    preset = CATALOGUE[cfg.env]
     obs_size = preset.obs_size if obs_size is None else obs_size
     action_size = preset.action_size if action_size is None else action_size
     cfg = dataclasses.replace(
@@ -251,8 +191,8 @@ def schedule(cfg: TrainConfig) -> Schedule:
 def derived(cfg: TrainConfig, obs_size: int | None = None, action_size: int | None = None) -> dict:
     """The figures that say what a resolved config will do, for --print-config and config.json."""
     sch = schedule(cfg)
-    obs_size = PRESETS[cfg.env].obs_size if obs_size is None else obs_size
-    action_size = PRESETS[cfg.env].action_size if action_size is None else action_size
+    obs_size = CATALOGUE[cfg.env].obs_size if obs_size is None else obs_size
+    action_size = CATALOGUE[cfg.env].action_size if action_size is None else action_size
     per_item = transition_bytes(obs_size, action_size)
     return {
         "iterations": sch.total,

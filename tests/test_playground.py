@@ -15,6 +15,18 @@ def test_the_task_list_is_playgrounds_suite():
     assert PLAYGROUND_TASKS == tuple(_quiet_import().dm_control_suite.ALL_ENVS)
 
 
+def test_each_task_name_is_written_once_in_the_package():
+    """The catalogue is the one list: no other module of mjxflow spells a Playground task's name."""
+    import pathlib
+
+    import mjxflow
+
+    sources = {p: p.read_text() for p in pathlib.Path(mjxflow.__file__).parent.rglob("*.py")}
+    for name in PLAYGROUND_TASKS:
+        holders = [p.name for p, text in sources.items() if f'"{name}"' in text]
+        assert holders == ["catalogue.py"], (name, holders)
+
+
 def test_warp_physics_matches_jax_over_the_first_steps():
     """MuJoCo Warp against MJX's jax implementation on CartpoleBalance: four envs from the same
     keys, the same actions for nine steps through the episode wrapper with a time limit of 4 (two

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mjxflow.envs import EpisodeEnv, PLAYGROUND_TASKS, make_env
-from mjxflow.scale import PRESETS
+from mjxflow.envs import CATALOGUE
 
 
 def task_class(name: str):
@@ -40,7 +40,7 @@ def loaded(name):
     """The task through the episode wrapper (time limit 3), after checking that the preset's sizes
     and episode length (known before any env is built) are the loaded task's."""
     env = make_env(name)
-    preset = PRESETS[name]
+    preset = CATALOGUE[name]
     assert (env.obs_size, env.action_size, env.default_episode_length) == \
         (preset.obs_size, preset.action_size, preset.episode_length)
     return env, EpisodeEnv(env, 3)

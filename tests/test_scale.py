@@ -10,7 +10,7 @@ import pytest
 
 from mjxflow import checkpoint, scale, train
 from mjxflow.config import CriticConfig, TrainConfig, load_json
-from mjxflow.envs import ENV_NAMES
+from mjxflow.envs import CATALOGUE, ENV_NAMES
 from mjxflow.logs import read_jsonl
 
 from conftest import compile_events, tiny_config
@@ -27,15 +27,17 @@ def printed_config(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_every_env_has_a_preset_with_its_true_sizes():
-    from mjxflow.envs import make_env
+def test_every_catalogued_env_has_its_true_sizes_and_family():
+    """The catalogue's sizes are the built env's, and each family is built by its own adapter
+    (Playground's tasks: tests/test_playground_tasks.py, which loads each)."""
+    from mjxflow.envs import BraxEnv, make_env, tasks
+    from mjxflow.envs.probes import PROBES
 
-    from mjxflow.envs import PLAYGROUND_TASKS
-
-    assert set(scale.PRESETS) == set(ENV_NAMES)
-    for name in set(ENV_NAMES) - set(PLAYGROUND_TASKS):  # Playground's: tests/test_playground.py
+    for name in tasks("brax") + tasks("probe"):
         env = make_env(name)
-        assert (scale.PRESETS[name].obs_size, scale.PRESETS[name].action_size) == (env.obs_size, env.action_size), name
+        assert (CATALOGUE[name].obs_size, CATALOGUE[name].action_size) == (env.obs_size, env.action_size), name
+        assert isinstance(env, BraxEnv) == (CATALOGUE[name].family == "brax"), name
+    assert set(tasks("probe")) == set(PROBES) and len(tasks("brax")) == 11
 
 
 @pytest.mark.parametrize("n, batch, updates, replay, min_replay, episodes, tau, decay", [

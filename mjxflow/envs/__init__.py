@@ -1,15 +1,15 @@
-"""Environment registry: brax MJX tasks and pure-JAX probes, by name."""
+"""Environments by name: brax MJX tasks, MuJoCo Playground's DM Control suite and pure-JAX probes,
+all listed once in mjxflow.envs.catalogue."""
 
 from __future__ import annotations
 
 from mjxflow.envs.base import Env, EnvState
 from mjxflow.envs.brax_envs import BRAX_TASKS, BraxEnv
+from mjxflow.envs.catalogue import CATALOGUE, ENV_NAMES, EnvSpec, tasks
 from mjxflow.envs.playground import PHYSICS, PLAYGROUND_TASKS
 from mjxflow.envs.probes import PROBES
 from mjxflow.envs.wrappers import (EpisodeEnv, EpisodeState, StepOutcome, Transition, member_rollout_returns,
                                    rollout_returns)
-
-ENV_NAMES: tuple[str, ...] = BRAX_TASKS + tuple(PROBES) + PLAYGROUND_TASKS
 
 
 def check_env_name(name: str) -> None:
@@ -19,16 +19,18 @@ def check_env_name(name: str) -> None:
 
 def check_physics(name: str, physics: str) -> None:
     """ValueError unless `physics` is an MJX implementation the task can use."""
+    check_env_name(name)
     if physics not in PHYSICS:
         raise ValueError(f"--physics {physics!r} is not one of: {', '.join(PHYSICS)}")
-    if physics != "jax" and name not in PLAYGROUND_TASKS:
+    if physics not in CATALOGUE[name].physics:
         raise ValueError(f"--physics {physics} is for MuJoCo Playground tasks; {name} runs on MJX's jax implementation "
                          f"only (brax 0.14.2 builds its models without a choice of implementation)")
 
 
 def check_renderable(name: str) -> None:
     """ValueError for a task that videos cannot show (the pure-JAX probes have no bodies)."""
-    if name in PROBES:
+    check_env_name(name)
+    if not CATALOGUE[name].renderable:
         raise ValueError(f"--video: {name} is a pure-JAX probe task with nothing to draw; videos need an MJX task")
 
 
@@ -36,9 +38,10 @@ def make_env(name: str, physics: str = "jax") -> Env:
     """The environment called `name`; unknown names raise ValueError listing the valid ones."""
     check_env_name(name)
     check_physics(name, physics)
-    if name in PROBES:
+    family = CATALOGUE[name].family
+    if family == "probe":
         return PROBES[name]()
-    if name in PLAYGROUND_TASKS:
+    if family == "playground":
         from mjxflow.envs.playground import PlaygroundEnv
 
         return PlaygroundEnv(name, physics)
@@ -46,6 +49,6 @@ def make_env(name: str, physics: str = "jax") -> Env:
 
 
 __all__ = [
-    "ENV_NAMES", "Env", "EnvState", "EpisodeEnv", "EpisodeState", "StepOutcome", "Transition",
-    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "check_renderable", "make_env", "member_rollout_returns", "rollout_returns",
+    "BRAX_TASKS", "BraxEnv", "CATALOGUE", "ENV_NAMES", "Env", "EnvSpec", "EnvState", "EpisodeEnv", "EpisodeState", "StepOutcome", "Transition",
+    "PLAYGROUND_TASKS", "check_env_name", "check_physics", "check_renderable", "make_env", "member_rollout_returns", "rollout_returns", "tasks",
 ]

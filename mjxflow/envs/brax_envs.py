@@ -10,20 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from mjxflow.envs.base import EnvState
+from mjxflow.envs.catalogue import tasks
 
-BRAX_TASKS = (
-    "ant",
-    "halfcheetah",
-    "hopper",
-    "walker2d",
-    "humanoid",
-    "humanoidstandup",
-    "swimmer",
-    "reacher",
-    "pusher",
-    "inverted_pendulum",
-    "inverted_double_pendulum",
-)
+BRAX_TASKS = tasks("brax")
 
 
 def _mjx_swimmer():

@@ -24,15 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from mjxflow.envs.base import EnvState
+from mjxflow.envs.catalogue import tasks
 
-# The DM Control suite of mujoco_playground 0.2.0 (registry.dm_control_suite.ALL_ENVS; a test
-# checks the list). Locomotion and manipulation tasks download assets when loaded: not offered.
-PLAYGROUND_TASKS: tuple[str, ...] = (
-    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse",
-    "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard",
-    "FishSwim", "HopperHop", "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup",
-    "PointMass", "ReacherEasy", "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk",
-)
+PLAYGROUND_TASKS: tuple[str, ...] = tasks("playground")  # the DM Control suite (mjxflow.envs.catalogue)
 PHYSICS = ("jax", "warp")
 
 
