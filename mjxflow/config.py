@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +17,10 @@ from mjxflow.envs.catalogue import ENV_NAMES
 
 EnvName = Literal[ENV_NAMES]  # every task of mjxflow.envs.catalogue
 AgentName = Literal["smfp", "fpmd-r", "fpmd-m", "sac"]
+# Choices that agents and the flow maths branch on (typed here, checked once with the config)
+TimeDist = Literal["logit_normal", "uniform"]
+MDBaseline = Literal["mean", "max"]
+WeightScale = Literal["std", "raw"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class SACConfig:
 class FlowTimeConfig:
     """How (r, t) pairs are drawn for MeanFlow regression."""
 
-    dist: str = "logit_normal"
+    dist: TimeDist = "logit_normal"
     """Distribution of each time draw: logit_normal or uniform."""
     mu: float = -0.4
     """Mean of the normal under the logit-normal's sigmoid."""
@@ -145,14 +150,14 @@ class SMFPConfig:
     md_states: float = 0.25
     """Fraction of each minibatch's states that the mirror-descent step uses (a random subset;
     1: all). Its expected loss is the full batch's, at about this fraction of the step's cost."""
-    weights: str = "linear"
+    weights: Literal["linear", "exp"] = "linear"
     """Particle weights: linear, truncated (Q - V)+; or exp, softmax(Q / md_lambda) as in FPMD."""
-    md_baseline: str = "mean"
+    md_baseline: MDBaseline = "mean"
     """For linear weights: mean, (Q - mean Q)+ normalised to sum 1; max, the same normalised by
     their largest value (the best particle gets weight 1)."""
     md_lambda: float = 1.0
     """Temperature of exp weights."""
-    old_policy: str = "copy"
+    old_policy: Literal["copy", "ema"] = "copy"
     """Old policy of the mirror-descent step: copy, a frozen copy refreshed every md_period
     updates; ema, a Polyak average with rate old_tau."""
     md_period: int = 1000
@@ -176,7 +181,7 @@ class FPMDConfig:
     md_lambda: float = 0.5
     """lambda of the weights exp(Q / lambda); with weight_scale std (the default) in units of the
     per-state spread of the particles' Q, so one value serves every task."""
-    weight_scale: str = "std"
+    weight_scale: WeightScale = "std"
     """std: Q standardised per state across its particles before the exp (scale-free); raw: the
     paper's exp(Q / lambda), where lambda must match the scale of Q (0.02 to 1 on our tasks)."""
     train_steps: int = 20
@@ -415,15 +420,6 @@ def load_json(path: str) -> TrainConfig:
 # One line per bad value, naming the flag, the rule and the value given: train and bench turn these
 # ValueErrors into a one-line error with exit status 2 before anything is compiled.
 
-CHOICES = {
-    "smfp.weights": ("linear", "exp"),
-    "smfp.md_baseline": ("mean", "max"),
-    "smfp.old_policy": ("copy", "ema"),
-    "fpmd.weight_scale": ("std", "raw"),
-    "times.dist": ("logit_normal", "uniform"),
-}
-
-
 def _flag(path: str) -> str:
     return "--" + path.replace("_", "-")
 
@@ -433,9 +429,13 @@ def _require(ok: bool, path: str, value: Any, rule: str) -> None:
         raise ValueError(f"{_flag(path)} must be {rule}, got {value!r}")
 
 
-def _choice(path: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"{_flag(path)} {value!r} is not one of: {', '.join(valid)}")
+def _choices(prefix: str, cfg: Any) -> None:
+    """Every field of cfg typed as a Literal holds one of its values (tyro checks the command line;
+    this covers configs read from JSON or built in Python)."""
+    for name, hint in typing.get_type_hints(type(cfg)).items():
+        if typing.get_origin(hint) is Literal and getattr(cfg, name) not in typing.get_args(hint):
+            valid = ", ".join(map(str, typing.get_args(hint)))
+            raise ValueError(f"{_flag(f'{prefix}.{name}')} {getattr(cfg, name)!r} is not one of: {valid}")
 
 
 def _widths(path: str, hidden: tuple[int, ...]) -> None:
@@ -449,7 +449,7 @@ def _positive(prefix: str, cfg: Any, *names: str) -> None:
 
 
 def check_times(prefix: str, cfg: FlowTimeConfig) -> None:
-    _choice(f"{prefix}.times.dist", cfg.dist, CHOICES["times.dist"])
+    _choices(f"{prefix}.times", cfg)
     _require(cfg.sigma > 0, f"{prefix}.times.sigma", cfg.sigma, "> 0")
     _require(0.0 <= cfg.frac_r_neq_t <= 1.0, f"{prefix}.times.frac_r_neq_t", cfg.frac_r_neq_t, "in [0, 1]")
 
@@ -473,8 +473,7 @@ def check_sac(cfg: SACConfig) -> None:
 
 def check_smfp(cfg: SMFPConfig) -> None:
     _widths("smfp.actor_hidden", cfg.actor_hidden)
-    for name in ("weights", "md_baseline", "old_policy"):
-        _choice(f"smfp.{name}", getattr(cfg, name), CHOICES[f"smfp.{name}"])
+    _choices("smfp", cfg)
     _positive("smfp", cfg, "actor_lr", "alpha_lr", "init_alpha", "md_lambda")
     _require(cfg.log_sigma_min < cfg.log_sigma_max, "smfp.log_sigma_min", cfg.log_sigma_min,
              f"< --smfp.log-sigma-max {cfg.log_sigma_max}")
@@ -493,7 +492,7 @@ def check_smfp(cfg: SMFPConfig) -> None:
 def check_fpmd(cfg: FPMDConfig) -> None:
     _widths("fpmd.actor_hidden", cfg.actor_hidden)
     _positive("fpmd", cfg, "actor_lr", "md_lambda", "train_steps")
-    _choice("fpmd.weight_scale", cfg.weight_scale, CHOICES["fpmd.weight_scale"])
+    _choices("fpmd", cfg)
     _require(cfg.md_samples >= 0, "fpmd.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
     _require(0.0 < cfg.md_states <= 1.0, "fpmd.md_states", cfg.md_states, "in (0, 1] (1 uses every state)")
     _require(cfg.num_particles >= 2, "fpmd.num_particles", cfg.num_particles,

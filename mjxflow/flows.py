@@ -11,10 +11,13 @@ Velocity fields have the signature v(z, t) and mean-velocity fields u(z, r, t), 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from mjxflow.config import TimeDist
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 MeanVelocityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -26,17 +29,15 @@ def interpolate(x: jax.Array, e: jax.Array, t: jax.Array) -> tuple[jax.Array, ja
     return (1.0 - t) * x + t * e, e - x
 
 
-def sample_times(key: jax.Array, shape: tuple[int, ...], dist: str = "logit_normal", mu: float = -0.4, sigma: float = 1.0) -> jax.Array:
+def sample_times(key: jax.Array, shape: tuple[int, ...], dist: TimeDist = "logit_normal", mu: float = -0.4, sigma: float = 1.0) -> jax.Array:
     """t in (0, 1): logit-normal (sigmoid of N(mu, sigma^2)) or uniform."""
-    if dist == "logit_normal":
-        return jax.nn.sigmoid(mu + sigma * jax.random.normal(key, shape))
     if dist == "uniform":
         return jax.random.uniform(key, shape)
-    raise ValueError(f"unknown time distribution {dist!r}; valid: logit_normal, uniform")
+    return jax.nn.sigmoid(mu + sigma * jax.random.normal(key, shape))
 
 
 def sample_rt(
-    key: jax.Array, shape: tuple[int, ...], dist: str = "logit_normal", mu: float = -0.4, sigma: float = 1.0,
+    key: jax.Array, shape: tuple[int, ...], dist: TimeDist = "logit_normal", mu: float = -0.4, sigma: float = 1.0,
     frac_r_neq_t: float = 1.0,
 ) -> tuple[jax.Array, jax.Array]:
     """(r, t) with r <= t: the sorted pair of two independent draws; a fraction 1 - frac_r_neq_t

@@ -74,13 +74,18 @@ def test_linear_weights_stay_in_the_unit_interval_for_tiny_spreads():
         assert np.all((w >= 0) & (w <= 1)) and np.all(w.sum(0) <= 1 + 1e-6), (baseline, w)
 
 
-def test_unknown_weight_baseline_and_time_distribution_are_named():
-    from mjxflow import flows
+def test_choices_outside_their_literal_are_refused_by_the_config_checks():
+    """The command line's choices are checked by tyro; a config built in Python or read from JSON
+    is checked against the same Literal types, naming the flag and the choices."""
+    from mjxflow.config import FPMDConfig, check_fpmd, check_smfp
 
-    with pytest.raises(ValueError, match="unknown md_baseline 'median'; valid: mean, max"):
-        linear_weights(jnp.zeros((2, 1)), "median")
-    with pytest.raises(ValueError, match="unknown time distribution 'beta'; valid: logit_normal, uniform"):
-        flows.sample_times(jax.random.PRNGKey(0), (3,), "beta")
+    times = dataclasses.replace(SMFPConfig().times, dist="beta")
+    with pytest.raises(ValueError, match="--smfp.times.dist 'beta' is not one of: logit_normal, uniform"):
+        check_smfp(dataclasses.replace(SMFPConfig(), times=times))
+    with pytest.raises(ValueError, match="--fpmd.weight-scale 'softmax' is not one of: std, raw"):
+        check_fpmd(dataclasses.replace(FPMDConfig(), weight_scale="softmax"))
+    with pytest.raises(ValueError, match="--smfp.md-baseline 'median' is not one of: mean, max"):
+        check_smfp(dataclasses.replace(SMFPConfig(), md_baseline="median"))
 
 
 def test_exp_weights_and_best_of_n():

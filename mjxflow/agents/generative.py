@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from mjxflow.config import MDBaseline, WeightScale
 
 
 def repeat(x: jax.Array, n: int) -> jax.Array:
@@ -13,7 +17,7 @@ def repeat(x: jax.Array, n: int) -> jax.Array:
     return jnp.broadcast_to(x, (n,) + x.shape)
 
 
-def exp_weights(q: jax.Array, lam: float, scale: str = "raw", eps: float = 1e-6) -> jax.Array:
+def exp_weights(q: jax.Array, lam: float, scale: WeightScale = "raw", eps: float = 1e-6) -> jax.Array:
     """Per-state normalised exp(Q / lambda) over the particle axis 0 (a softmax: the unnormalised
     weights' minimiser is the same, Z(s) being a positive constant per state).
 
@@ -23,20 +27,16 @@ def exp_weights(q: jax.Array, lam: float, scale: str = "raw", eps: float = 1e-6)
     if scale == "std":
         centred = q - jnp.mean(q, axis=0, keepdims=True)
         q = centred / (jnp.sqrt(jnp.mean(centred**2, axis=0, keepdims=True)) + eps)
-    elif scale != "raw":
-        raise ValueError(f"unknown weight scale {scale!r}; valid: raw, std")
     return jax.nn.softmax(q / lam, axis=0)
 
 
-def linear_weights(q: jax.Array, baseline: str = "mean", eps: float = 1e-8) -> jax.Array:
+def linear_weights(q: jax.Array, baseline: MDBaseline = "mean", eps: float = 1e-8) -> jax.Array:
     """Truncated-linear weights (Q - V)+ with V = mean over particles (axis 0), normalised to sum
     1 per state (`mean`) or to a largest weight of 1 (`max`). All-equal Q gives zero weights."""
     adv = jax.nn.relu(q - jnp.mean(q, axis=0, keepdims=True))
-    if baseline == "mean":
-        return adv / (jnp.sum(adv, axis=0, keepdims=True) + eps)
     if baseline == "max":
         return adv / (jnp.max(adv, axis=0, keepdims=True) + eps)
-    raise ValueError(f"unknown md_baseline {baseline!r}; valid: mean, max")
+    return adv / (jnp.sum(adv, axis=0, keepdims=True) + eps)
 
 
 def resample(key: jax.Array, x: jax.Array, q: jax.Array, w: jax.Array, m: int) -> tuple[jax.Array, jax.Array, jax.Array]:

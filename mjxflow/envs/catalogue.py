@@ -56,18 +56,18 @@ def _playground(obs_size: int, action_size: int) -> EnvSpec:
 
 
 CATALOGUE: dict[str, EnvSpec] = {
-    # brax's MJX tasks (mjxflow.envs.brax_envs)
-    "ant": _brax(10_000_000, 27, 8, 10.0),
-    "halfcheetah": _brax(10_000_000, 17, 6, 15.0),
-    "hopper": _brax(10_000_000, 11, 3, 4.0),
-    "walker2d": _brax(10_000_000, 17, 6, 6.0),
-    "humanoid": _brax(20_000_000, 244, 17, 10.0),
-    "humanoidstandup": _brax(20_000_000, 244, 17, 300.0),
-    "swimmer": _brax(5_000_000, 8, 2),
-    "reacher": _brax(2_000_000, 11, 2),
-    "pusher": _brax(5_000_000, 23, 7, 2.0),
+    # brax's MJX tasks (mjxflow.envs.brax_envs), by budget as --help lists them
     "inverted_pendulum": _brax(20_000, 4, 1),
     "inverted_double_pendulum": _brax(1_000_000, 8, 1, 10.0),
+    "reacher": _brax(2_000_000, 11, 2),
+    "pusher": _brax(5_000_000, 23, 7, 2.0),
+    "swimmer": _brax(5_000_000, 8, 2),
+    "hopper": _brax(10_000_000, 11, 3, 4.0),
+    "halfcheetah": _brax(10_000_000, 17, 6, 15.0),
+    "walker2d": _brax(10_000_000, 17, 6, 6.0),
+    "ant": _brax(10_000_000, 27, 8, 10.0),
+    "humanoid": _brax(20_000_000, 244, 17, 10.0),
+    "humanoidstandup": _brax(20_000_000, 244, 17, 300.0),
     # pure-JAX probes with known answers (mjxflow.envs.probes)
     "bandit": _probe(4_000),
     "multigoal": _probe(16_000),
