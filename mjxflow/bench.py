@@ -47,7 +47,8 @@ import numpy as np
 from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
 from mjxflow.loop import build_loop
 from mjxflow.parallel import working_counts
-from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
+from mjxflow.cli import enable_compile_cache, parse, run_command
+from mjxflow.errors import ConfigError
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, check_physics, make_env
 

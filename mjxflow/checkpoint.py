@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from mjxflow.cli import ConfigError
+from mjxflow.errors import ConfigError
 from mjxflow.config import TrainConfig, load_json
 from mjxflow.loop import Loop, PolicyState, TrainState, build_loop, policy_state
 

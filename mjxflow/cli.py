@@ -14,15 +14,9 @@ from typing import Callable, TypeVar
 import jax
 import tyro
 
+from mjxflow.errors import ConfigError, TrainingStopped
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """Bad user input, reported in one line before anything is compiled."""
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped on purpose (e.g. non-finite values); reported in one line, exit status 1."""
 
 
 def enable_compile_cache(path: str | None) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 
 from mjxflow import parallel
 from mjxflow.policy import Policies, load_policies
-from mjxflow.cli import ConfigError, enable_compile_cache, parse, run_command
+from mjxflow.cli import enable_compile_cache, parse, run_command
+from mjxflow.errors import ConfigError
 
 
 @dataclass(frozen=True)

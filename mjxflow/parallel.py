@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: F401 (P re-exported)
 
-from mjxflow.cli import ConfigError
+from mjxflow.errors import ConfigError
 
 SEED = "seed"
 

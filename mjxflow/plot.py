@@ -18,7 +18,8 @@ from typing import Annotated
 import numpy as np
 import tyro
 
-from mjxflow.cli import ConfigError, parse, run_command
+from mjxflow.cli import parse, run_command
+from mjxflow.errors import ConfigError
 from mjxflow.logs import read_jsonl
 
 

@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 
-from mjxflow.cli import ConfigError, run_command
+from mjxflow.cli import run_command
+from mjxflow.errors import ConfigError
 
 GL_ERROR = 3  # exit status of the child when no OpenGL context can be made
 FORMATS = ("mp4", "gif")

@@ -28,7 +28,8 @@ import numpy as np
 
 from mjxflow import stats
 from mjxflow.agents import AGENT_NAMES
-from mjxflow.cli import ConfigError, TrainingStopped, run_command
+from mjxflow.cli import run_command
+from mjxflow.errors import ConfigError, TrainingStopped
 from mjxflow.config import AGENT_GROUP, SWEEP_GROUPS, option_group, parse_sweep, point_label
 from mjxflow.envs import ENV_NAMES
 

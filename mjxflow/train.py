@@ -23,7 +23,8 @@ import numpy as np
 
 from mjxflow import checkpoint, parallel
 from mjxflow.agents import check_agent_name
-from mjxflow.cli import ConfigError, TrainingStopped, enable_compile_cache, parse, run_command
+from mjxflow.cli import enable_compile_cache, parse, run_command
+from mjxflow.errors import ConfigError, TrainingStopped
 from mjxflow.config import (AGENT_GROUP, DistributedConfig, TrainConfig, check_options, load_json, option_group, point_label,
                             save_json, to_dict)
 from mjxflow.envs import check_env_name, check_physics, check_renderable

@@ -6,7 +6,7 @@ import pytest
 
 from mjxflow import evaluate, train
 from mjxflow.loop import build_loop
-from mjxflow.cli import ConfigError
+from mjxflow.errors import ConfigError
 from mjxflow.logs import read_jsonl
 
 from conftest import compile_events, tiny_config

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mjxflow import parallel
-from mjxflow.cli import ConfigError
+from mjxflow.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("MJXFLOW_TEST_CACHE", os.path.join(ROOT, ".jax_cache"))
