@@ -188,8 +188,8 @@ def measure_headline(cfg: BenchConfig, agent: str, num_envs: int, log=print) -> 
         "agent": agent, "num_envs": num_envs, "seeds": tc.num_seeds, "batch_size": tc.batch_size,
         "updates_per_iter": tc.updates_per_iter, "sample_reuse": d["sample_reuse"], "eval_episodes": tc.eval_episodes,
         "compile_s": compile_s,
-        "env_steps_per_s": stats(times, cfg.iters * num_envs * tc.num_seeds),
-        "updates_per_s": stats(times, cfg.iters * tc.updates_per_iter * tc.num_seeds),
+        "env_steps_per_s": rate_spread(times, cfg.iters * num_envs * tc.num_seeds),
+        "updates_per_s": rate_spread(times, cfg.iters * tc.updates_per_iter * tc.num_seeds),
         "iteration_s": per_iter, "eval_s": eval_s, "eval_share": eval_total / (eval_total + train_total),
         "run_hours": (train_total + eval_total) / 3600, "iterations": d["iterations"], "num_evals": d["num_evals"],
         "peak_bytes": peak, "peak_where": where,
@@ -219,7 +219,7 @@ def time_calls(fn: Callable[[], object], repeats: int) -> np.ndarray:
     return np.array(times)
 
 
-def stats(times: np.ndarray, work: float = 1.0) -> dict:
+def rate_spread(times: np.ndarray, work: float = 1.0) -> dict:
     """Median and spread of a rate (work / time) or, with work=1, of a duration."""
     rates = work / times
     return {"median": float(np.median(rates)), "min": float(np.min(rates)), "max": float(np.max(rates))}
@@ -254,8 +254,8 @@ def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int
     per_iter = float(np.median(times)) / cfg.iters
     out = {
         "agent": agent, "num_envs": num_envs, "seeds": num_seeds, "compile_s": compile_s,
-        "env_steps_per_s": stats(times, cfg.iters * num_envs * num_seeds),
-        "updates_per_s": stats(times, cfg.iters * cfg.updates_per_iter * num_seeds),
+        "env_steps_per_s": rate_spread(times, cfg.iters * num_envs * num_seeds),
+        "updates_per_s": rate_spread(times, cfg.iters * cfg.updates_per_iter * num_seeds),
         "iteration_s": per_iter,
     }
     if with_floor:

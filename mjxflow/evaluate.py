@@ -1,7 +1,8 @@
 """`python -m mjxflow.evaluate --run runs/NAME`: restore a checkpoint and evaluate every seed.
 
 With `--episodes` equal to the run's `eval_episodes` (the default) the episodes are exactly those of the
-in-loop evaluation at the checkpoint's step, so the training log's return is reproduced.
+run's own evaluation at the checkpoint's step (a compiled call between training chunks), so the
+training log's return is reproduced.
 """
 
 from __future__ import annotations

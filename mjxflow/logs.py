@@ -259,7 +259,7 @@ class Progress:
             self.bar = None
 
 
-def summary_table(final: np.ndarray, best: np.ndarray) -> str:
+def seed_table(final: np.ndarray, best: np.ndarray) -> str:
     lines = ["| seed | final eval return | best eval return |", "| --- | --- | --- |"]
     for s, (f, b) in enumerate(zip(final, best)):
         lines.append(f"| {s} | {f:.2f} | {b:.2f} |")

@@ -296,7 +296,7 @@ class Loop:
 
     def make_evaluate_all(self, num_episodes: int) -> Callable[[TrainState], jax.Array]:
         """jit(state -> returns (seeds, num_episodes)) at the state's own iteration: the same
-        episodes as the in-loop evaluation of that iteration when num_episodes == cfg.eval_envs."""
+        episodes as the run's evaluation at that iteration when num_episodes == cfg.eval_episodes."""
 
         def evaluate_all(ts: TrainState) -> jax.Array:
             return self.evaluate(policy_state(ts.seeds), ts.iteration, num_episodes)

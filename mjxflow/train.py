@@ -29,7 +29,7 @@ from mjxflow.config import (AGENT_GROUP, DistributedConfig, TrainConfig, check_o
                             save_json, to_dict)
 from mjxflow.envs import check_env_name, check_physics, check_renderable
 from mjxflow.health import describe, first_nonfinite
-from mjxflow.logs import MetricsWriter, Progress, chunk_rows, summary_table, truncate_metrics
+from mjxflow.logs import MetricsWriter, Progress, chunk_rows, seed_table, truncate_metrics
 from mjxflow.loop import Loop, build_loop
 from mjxflow.plot import plot_runs
 from mjxflow.scale import derived, derived_table, resolve, schedule
@@ -535,7 +535,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     timings = Timings()
     interrupted = drive(run, log, timings)
     wall = time.perf_counter() - t
-    log(summary_table(run.last_eval, run.best))
+    log(seed_table(run.last_eval, run.best))
     for m, e in sorted(run.frozen.items()):
         log(f"frozen: {member_name(run.loop, m)} since env step {e['env_step']:,} ({e['quantity']})")
     log(timings.summary(wall))
