@@ -37,13 +37,14 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mjxflow import rundir
 from mjxflow.errors import ConfigError
 from mjxflow.config import TrainConfig, load_json
 from mjxflow.loop import Loop, PolicyState, TrainState, build_loop, policy_state
 
 
 def checkpoint_dir(run_dir: str) -> str:
-    return os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    return os.path.abspath(rundir.path(run_dir, rundir.CHECKPOINTS))
 
 
 def manager(run_dir: str, keep: int | None = None, background: bool = False) -> ocp.CheckpointManager:
@@ -355,7 +356,7 @@ class LoadedRun:
 
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     """Config, loop and the state of checkpoint `step` (default: the latest) of a run directory."""
-    cfg = load_json(os.path.join(run_dir, "config.json"))
+    cfg = load_json(rundir.path(run_dir, rundir.CONFIG))
     steps = checkpoint_steps(run_dir)
     with muted("absl"):
         mngr = manager(run_dir)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mjxflow import rundir
 from mjxflow import parallel
 from mjxflow.policy import Policies, load_policies
 from mjxflow.cli import enable_compile_cache, parse, run_command
@@ -73,14 +74,14 @@ def validate(cfg: EvalConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if cfg.step is not None and cfg.step < 0:
         raise ConfigError(f"--step must be a checkpoint's env step count (>= 0), got {cfg.step}")
-    if not os.path.exists(os.path.join(cfg.run, "config.json")):
+    if not os.path.exists(rundir.path(cfg.run, rundir.CONFIG)):
         raise ConfigError(f"{cfg.run} is not a run directory (no config.json)")
     if cfg.video_format not in ("mp4", "gif"):
         raise ConfigError(f"--video-format {cfg.video_format!r} is not one of: mp4, gif")
     if cfg.video:
         from mjxflow.envs import check_renderable
 
-        with open(os.path.join(cfg.run, "config.json")) as f:
+        with open(rundir.path(cfg.run, rundir.CONFIG)) as f:
             env = json.load(f).get("env")
         try:
             check_renderable(env)
@@ -109,9 +110,9 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
             for s, (m, sd) in enumerate(zip(per_seed_mean, per_seed_std))
         ],
     }
-    if run.cfg.sweep:  # rows are members: seed s of grid point s // num_seeds
+    if run.cfg.sweep:  # rows are members (mjxflow.rundir)
         for row in result["per_seed"]:
-            point = row["seed"] // run.cfg.num_seeds
+            point = rundir.point_of(row["seed"], run.cfg.num_seeds)
             row.update({"point": point, **run.loop.points[point]})
     log(f"{run.cfg.agent} on {run.cfg.env}, checkpoint at {run.step:,} env steps, {episodes} episodes per seed")
     log("| seed | return mean | return std |\n| --- | --- | --- |")
@@ -129,7 +130,7 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
         for s, (row, kept) in enumerate(zip(coverage, modes_kept(coverage))):
             cells = " | ".join(f"{f:.3f}" for f in row)
             log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(kept)} |")
-    with open(os.path.join(cfg.run, "eval.json"), "w") as f:
+    with open(rundir.path(cfg.run, rundir.EVAL), "w") as f:
         json.dump(result, f, indent=2)
     if cfg.video:
         from mjxflow.render import render_in_child

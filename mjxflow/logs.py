@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from mjxflow import rundir
+
 
 def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: float, last_eval: np.ndarray) -> list[dict]:
     """One row per seed summarising a chunk's per-iteration metrics of shape (iters, seeds).
@@ -55,8 +57,8 @@ class MetricsWriter:
     and with `tensorboard` to TensorBoard event files in run_dir/tb/ (TensorBoardWriter)."""
 
     def __init__(self, run_dir: str, tensorboard: bool = False, resume_step: int | None = None):
-        self.jsonl_path = os.path.join(run_dir, "metrics.jsonl")
-        self.csv_path = os.path.join(run_dir, "metrics.csv")
+        self.jsonl_path = os.path.join(run_dir, rundir.METRICS)
+        self.csv_path = os.path.join(run_dir, rundir.METRICS_CSV)
         self.tb = TensorBoardWriter(run_dir, resume_step) if tensorboard else None
         self.fields: list[str] | None = None
         if os.path.exists(self.csv_path) and os.path.getsize(self.csv_path):

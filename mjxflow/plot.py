@@ -18,6 +18,7 @@ from typing import Annotated
 import numpy as np
 import tyro
 
+from mjxflow import rundir
 from mjxflow.cli import parse, run_command
 from mjxflow.errors import ConfigError
 from mjxflow.logs import read_jsonl
@@ -58,10 +59,10 @@ class Curves:
 
 def load_curves(run_dir: str) -> Curves:
     """Read a run's evaluation rows; a resumed run's repeated steps keep their latest row."""
-    metrics = os.path.join(run_dir, "metrics.jsonl")
+    metrics = rundir.path(run_dir, rundir.METRICS)
     if not os.path.exists(metrics):
         raise FileNotFoundError(f"{run_dir} is not a run directory with metrics (no metrics.jsonl)")
-    cfg_path = os.path.join(run_dir, "config.json")
+    cfg_path = rundir.path(run_dir, rundir.CONFIG)
     cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
     by_step: dict[int, dict[int, tuple[float, float]]] = {}
     for row in read_jsonl(metrics):
@@ -81,7 +82,7 @@ def load_point_curves(run_dir: str) -> list[tuple[int | None, Curves]]:
     """A run's curves, one per sweep grid point ((point, curves), named `[smfp.beta_md=1]`), or the
     run's own ((None, curves)) without a sweep."""
     curves = load_curves(run_dir)
-    cfg_path = os.path.join(run_dir, "config.json")
+    cfg_path = rundir.path(run_dir, rundir.CONFIG)
     cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
     if not cfg.get("sweep"):
         return [(None, curves)]

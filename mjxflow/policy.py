@@ -22,6 +22,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from mjxflow import rundir
 from mjxflow import checkpoint
 from mjxflow.config import TrainConfig, load_json
 from mjxflow.loop import Loop, PolicyState, build_loop
@@ -43,7 +44,7 @@ class Policies:
 
 def load_policies(run_dir: str, step: int | None = None) -> Policies:
     """The policy item of checkpoint `step` (default: the latest) of a run, on this process's devices."""
-    path = os.path.join(run_dir, "config.json")
+    path = rundir.path(run_dir, rundir.CONFIG)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     cfg = load_json(path)

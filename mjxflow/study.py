@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mjxflow import rundir
 from mjxflow import stats
 from mjxflow.agents import AGENT_NAMES
 from mjxflow.cli import run_command
@@ -256,7 +257,7 @@ def cell_state(cell: Cell) -> tuple[str, int, int]:
     """(state, env steps saved, env steps wanted): state todo (nothing to resume), partial or done."""
     from mjxflow import checkpoint
 
-    if not os.path.exists(os.path.join(cell.run_dir, "config.json")):
+    if not os.path.exists(rundir.path(cell.run_dir, rundir.CONFIG)):
         cfg = cell_config(cell)
         return "todo", 0, cfg.iterations * cfg.num_envs
     cfg = cell_config(cell, resume=True)
@@ -332,14 +333,14 @@ def load_rows(plan_data: dict) -> tuple[list[Row], list[str]]:
     paper = plan_data.get("paper") or {}
     for c in plan_data["cells"]:
         cell = Cell(**c)
-        if not os.path.exists(os.path.join(cell.run_dir, "metrics.jsonl")):
+        if not os.path.exists(rundir.path(cell.run_dir, rundir.METRICS)):
             missing.append(cell.name)
             continue
         try:
             state, _, _ = cell_state(cell)
         except ConfigError:
             state = "?"
-        frozen_path = os.path.join(cell.run_dir, "frozen.json")
+        frozen_path = rundir.path(cell.run_dir, rundir.FROZEN)
         frozen = json.load(open(frozen_path)) if os.path.exists(frozen_path) else {}
         for point, curves in load_point_curves(cell.run_dir):
             marks = [f"seed {e['seed']} at {e['env_step']:,} ({e['quantity']})" for e in frozen.values()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from mjxflow import rundir
 from mjxflow import checkpoint, parallel
 from mjxflow.agents import check_agent_name
 from mjxflow.cli import enable_compile_cache, parse, run_command
@@ -124,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 def _with_saved_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
     """The resumed run's saved config with the flags given applied; ConfigError when they change
     anything but RESUMABLE_CHANGES."""
-    path = os.path.join(cfg.resume, "config.json")
+    path = rundir.path(cfg.resume, rundir.CONFIG)
     if not os.path.exists(path):
         raise ConfigError(f"--resume {cfg.resume!r} is not a run directory (no config.json)")
     # the devices and processes of this launch, unless given again
@@ -196,7 +197,7 @@ def prepare_run_dir(cfg: TrainConfig, derived_figures: dict) -> str:
                 raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
             shutil.rmtree(run_dir)
         os.makedirs(run_dir)
-    save_json(dataclasses.replace(cfg, restart=False, print_config=False), os.path.join(run_dir, "config.json"),
+    save_json(dataclasses.replace(cfg, restart=False, print_config=False), rundir.path(run_dir, rundir.CONFIG),
               extra={"derived": derived_figures})  # restart is a one-time choice
     parallel.barrier("run directory ready")
     return run_dir
@@ -361,13 +362,10 @@ def with_evaluation(metrics: dict, returns: np.ndarray | None) -> dict:
     return {**metrics, "eval/return": evals, "check/evaluated": evaluated}
 
 
-FROZEN_FILE = "frozen.json"
-
-
 def read_frozen(run_dir: str, max_env_steps: int, write: bool = True) -> dict[int, dict]:
     """The members frozen up to `max_env_steps` (the checkpoint a run resumes from), from
     frozen.json; later entries are dropped (the resumed run meets them again)."""
-    path = os.path.join(run_dir, FROZEN_FILE)
+    path = rundir.path(run_dir, rundir.FROZEN)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
@@ -378,7 +376,7 @@ def read_frozen(run_dir: str, max_env_steps: int, write: bool = True) -> dict[in
 
 
 def write_frozen(run_dir: str, frozen: dict[int, dict]) -> None:
-    with open(os.path.join(run_dir, FROZEN_FILE), "w") as f:
+    with open(rundir.path(run_dir, rundir.FROZEN), "w") as f:
         json.dump({str(m): e for m, e in sorted(frozen.items())}, f, indent=2)
 
 
@@ -396,7 +394,7 @@ def freeze_members(run: Run, frozen_at: np.ndarray, bad: dict, log) -> dict:
         if m in run.frozen:
             continue
         step, quantity = bad.get(m, ((int(frozen_at[m])) * cfg.num_envs, "learner state (parameters or statistics)"))
-        run.frozen[m] = {"seed": m % cfg.num_seeds, "point": m // cfg.num_seeds, "env_step": step, "quantity": quantity}
+        run.frozen[m] = {"seed": rundir.seed_of(m, cfg.num_seeds), "point": rundir.point_of(m, cfg.num_seeds), "env_step": step, "quantity": quantity}
         log(f"warning: {member_name(run.loop, m)} froze at env step {step:,} ({quantity} non-finite); it keeps its last "
             f"finite state and the other members train on")
     if parallel.is_main() and run.frozen:
