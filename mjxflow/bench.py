@@ -516,6 +516,79 @@ def peer_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---- the sections: each measures its rows (cfg, log, the rows of earlier sections) ----------------
+
+def _training_rows(cfg: BenchConfig, log, done: dict) -> list[dict]:
+    """The fused loop of every agent at every num_envs, its floor too when asked: train and floor
+    report the same measurements, made once."""
+    if "_training" not in done:
+        done["_training"] = []
+        for n in cfg.num_envs:
+            for a in cfg.agents:
+                log(f"  measuring the training loop of {a} at {n} envs ...", flush=True)
+                done["_training"].append(measure_training(cfg, a, n, 1, with_floor="floor" in cfg.measure))
+    return done["_training"]
+
+
+def _train(cfg: BenchConfig, log, done: dict):
+    rows = _training_rows(cfg, log, done)
+    return "Training throughput (fused loop, one seed)", rows, train_table(rows)
+
+
+def _floor(cfg: BenchConfig, log, done: dict):
+    rows = _training_rows(cfg, log, done)
+    return "The floor: env stepping alone, updates alone, fused-loop overhead ratio", rows, floor_table(rows)
+
+
+def _latency(cfg: BenchConfig, log, done: dict):
+    rows = []
+    for b in cfg.latency_batch:
+        for a in cfg.agents:
+            rows.append(measure_latency(cfg, a, b))
+            if a == "fpmd-r":
+                rows.append(measure_latency(cfg, a, b, cfg.latency_steps))
+    return "Inference latency (jitted, deterministic policy)", rows, latency_table(rows)
+
+
+def _sweep(cfg: BenchConfig, log, done: dict):
+    n, rows = cfg.num_envs[0], []
+    for s in sorted(set(cfg.seeds) | {1}):
+        r = measure_training(cfg, cfg.sweep_agent, n, s)
+        r["chunk_s"] = r["iteration_s"] * cfg.iters
+        rows.append(r)
+    return f"Seed sweep ({cfg.sweep_agent}, {n} envs per seed, vmapped seeds)", rows, sweep_table(rows)
+
+
+def _devices(cfg: BenchConfig, log, done: dict):
+    rows = measure_devices(cfg, log)
+    return (f"Seeds over devices ({cfg.sweep_agent}, {cfg.num_envs[0]} envs per seed, {jax.devices()[0].platform})",
+            rows, devices_table(rows))
+
+
+def _headline(cfg: BenchConfig, log, done: dict):
+    rows = []
+    for n in cfg.num_envs:
+        for a in cfg.agents:
+            log(f"  measuring the headline config of {a} at {n} envs ...", flush=True)
+            rows.append(measure_headline(cfg, a, n, log))
+    return f"Headline config ({cfg.env}, auto-scaled as mjxflow.train resolves it)", rows, headline_table(rows)
+
+
+def _update(cfg: BenchConfig, log, done: dict):
+    rows = measure_updates(cfg, log)
+    return f"One gradient update ({cfg.env} sizes, after compilation)", rows, update_table(rows)
+
+
+def _peer(cfg: BenchConfig, log, done: dict):
+    rows = measure_peer(cfg, done.get("_training", []), log)
+    return (f"The peer: brax's SAC trainer against ours ({cfg.env}, batch {cfg.batch_size[0]}, "
+            f"{cfg.updates_per_iter} updates/iter)"), rows, peer_table(rows)
+
+
+SECTIONS: dict[str, Callable] = {"train": _train, "floor": _floor, "latency": _latency, "sweep": _sweep,
+                                 "devices": _devices, "headline": _headline, "update": _update, "peer": _peer}
+
+
 def run_bench(cfg: BenchConfig, log=print) -> dict:
     validate(cfg)
     enable_compile_cache(cfg.compile_cache)
@@ -532,54 +605,12 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
 
     log(f"mjxflow bench: {cfg.env} | num_envs {list(cfg.num_envs)} | batch {list(cfg.batch_size)} | "
         f"{cfg.updates_per_iter} updates/iter | {cfg.iters} iterations x {cfg.repeats} repeats | {result['machine']['device']}")
-    train_rows: list[dict] = []
-    if "train" in cfg.measure or "floor" in cfg.measure:
-        rows = train_rows = []
-        for n in cfg.num_envs:
-            for a in cfg.agents:
-                log(f"  measuring the training loop of {a} at {n} envs ...", flush=True)
-                rows.append(measure_training(cfg, a, n, 1, with_floor="floor" in cfg.measure))
-        if "train" in cfg.measure:
-            section("Training throughput (fused loop, one seed)", "train", rows, train_table(rows))
-        if "floor" in cfg.measure:
-            section("The floor: env stepping alone, updates alone, fused-loop overhead ratio", "floor", rows, floor_table(rows))
-    if "latency" in cfg.measure:
-        rows = []
-        for b in cfg.latency_batch:
-            for a in cfg.agents:
-                rows.append(measure_latency(cfg, a, b))
-                if a == "fpmd-r":
-                    rows.append(measure_latency(cfg, a, b, cfg.latency_steps))
-        section("Inference latency (jitted, deterministic policy)", "latency", rows, latency_table(rows))
-    if "sweep" in cfg.measure:
-        n = cfg.num_envs[0]
-        rows = []
-        for s in sorted(set(cfg.seeds) | {1}):
-            r = measure_training(cfg, cfg.sweep_agent, n, s)
-            r["chunk_s"] = r["iteration_s"] * cfg.iters
-            rows.append(r)
-        section(f"Seed sweep ({cfg.sweep_agent}, {n} envs per seed, vmapped seeds)", "sweep", rows, sweep_table(rows))
-
-    if "devices" in cfg.measure:
-        rows = measure_devices(cfg, log)
-        section(f"Seeds over devices ({cfg.sweep_agent}, {cfg.num_envs[0]} envs per seed, "
-                f"{jax.devices()[0].platform})", "devices", rows, devices_table(rows))
-
-    if "headline" in cfg.measure:
-        rows = []
-        for n in cfg.num_envs:
-            for a in cfg.agents:
-                log(f"  measuring the headline config of {a} at {n} envs ...", flush=True)
-                rows.append(measure_headline(cfg, a, n, log))
-        section(f"Headline config ({cfg.env}, auto-scaled as mjxflow.train resolves it)", "headline", rows,
-                headline_table(rows))
-    if "update" in cfg.measure:
-        rows = measure_updates(cfg, log)
-        section(f"One gradient update ({cfg.env} sizes, after compilation)", "update", rows, update_table(rows))
-    if "peer" in cfg.measure:
-        rows = measure_peer(cfg, train_rows, log)
-        section(f"The peer: brax's SAC trainer against ours ({cfg.env}, batch {cfg.batch_size[0]}, "
-                f"{cfg.updates_per_iter} updates/iter)", "peer", rows, peer_table(rows))
+    done: dict[str, list[dict]] = {}  # rows of the sections measured so far (peer reads train's)
+    for key, measure in SECTIONS.items():  # the order of the report
+        if key in cfg.measure:
+            title, rows, table = measure(cfg, log, done)
+            done[key] = rows
+            section(title, key, rows, table)
 
     os.makedirs(cfg.out_dir, exist_ok=True)
     base = os.path.join(cfg.out_dir, name)

@@ -124,6 +124,10 @@ def test_update_table_times_critic_variants_beside_sacs_default(tmp_path, monkey
         assert r["ratio_to_sac"] == pytest.approx(r["seconds"] / rows[0]["seconds"])
 
 
+def test_every_measure_has_its_section():
+    assert set(bench.SECTIONS) == set(bench.MEASURES) and set(bench.DEFAULT_MEASURES) <= set(bench.MEASURES)
+
+
 def test_an_unknown_critic_variant_is_one_line(capsys):
     assert bench.main(["--measure", "update", "--critic-variants", "c52"]) == 2
     err = capsys.readouterr().err.strip()
