@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mjxflow import rundir
 from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
 from mjxflow.loop import build_loop
 from mjxflow.parallel import working_counts
@@ -614,8 +615,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
 
     os.makedirs(cfg.out_dir, exist_ok=True)
     base = os.path.join(cfg.out_dir, name)
-    with open(base + ".json", "w") as f:
-        json.dump(result, f, indent=2)
+    rundir.write_json(base + ".json", result)
     with open(base + ".md", "w") as f:
         f.write(f"# mjxflow bench: {name}\n\nMachine: {result['machine']['device']}, {result['machine']['cpus']} CPUs, "
                 f"jax {jax.__version__}.\n\n" + "\n".join(sections))

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mjxflow import rundir
 from mjxflow.envs.catalogue import ENV_NAMES
 
 EnvName = Literal[ENV_NAMES]  # every task of mjxflow.envs.catalogue
@@ -407,8 +408,7 @@ def from_dict(data: dict) -> TrainConfig:
 
 def save_json(cfg: TrainConfig, path: str, extra: dict | None = None) -> None:
     """config.json: the config's fields, plus `extra` entries (the derived figures) that loading ignores."""
-    with open(path, "w") as f:
-        json.dump({**to_dict(cfg), **(extra or {})}, f, indent=2)
+    rundir.write_json(path, {**to_dict(cfg), **(extra or {})})
 
 
 def load_json(path: str) -> TrainConfig:

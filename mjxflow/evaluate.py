@@ -130,8 +130,7 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
         for s, (row, kept) in enumerate(zip(coverage, modes_kept(coverage))):
             cells = " | ".join(f"{f:.3f}" for f in row)
             log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(kept)} |")
-    with open(rundir.path(cfg.run, rundir.EVAL), "w") as f:
-        json.dump(result, f, indent=2)
+    rundir.write_json(rundir.path(cfg.run, rundir.EVAL), result)
     if cfg.video:
         from mjxflow.render import render_in_child
 

@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 
+from mjxflow import rundir
 from mjxflow.cli import run_command
 from mjxflow.errors import ConfigError
 
@@ -125,8 +126,7 @@ def render_run(run_dir: str, step: int | None, seeds: list[int] | None, fmt: str
                  "return": float(rewards.sum()), "fps": 1.0 / env.render_dt}
         index.append(entry)
         log(f"wrote {path}: {steps} control steps ({len(frames)} frames), return {entry['return']:.2f}")
-    with open(os.path.join(out_dir, "index.json"), "w") as f:
-        json.dump(index, f, indent=2)
+    rundir.write_json(os.path.join(out_dir, "index.json"), index)
     return index
 
 

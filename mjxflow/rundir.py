@@ -32,3 +32,29 @@ def point_of(member: int, num_seeds: int) -> int:
 
 def member(point: int, seed: int, num_seeds: int) -> int:
     return point * num_seeds + seed
+
+
+def write_json(file: str, obj, indent: int | None = 2) -> None:
+    """Write `obj` as JSON to `file` so that a reader sees the old file or the new one, never a part:
+    a temporary file in the same folder, flushed and fsynced, renamed over `file`, then the folder
+    fsynced (a kill, a crash or a full disk mid-write leaves the previous file as it was)."""
+    import json
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(file))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(file)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=indent)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

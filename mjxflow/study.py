@@ -282,9 +282,8 @@ def run_plan(plan: Plan, log=print) -> bool:
     from mjxflow import train
 
     os.makedirs(plan.root, exist_ok=True)
-    with open(os.path.join(plan.root, STUDY_FILE), "w") as f:
-        json.dump({"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
-                   "cells": [dataclasses.asdict(c) for c in plan.cells]}, f, indent=2)
+    rundir.write_json(os.path.join(plan.root, STUDY_FILE), {"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
+                                                            "cells": [dataclasses.asdict(c) for c in plan.cells]})
     n = len(plan.cells)
     for i, cell in enumerate(plan.cells, 1):
         state, saved, want = cell_state(cell)

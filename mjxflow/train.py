@@ -376,8 +376,7 @@ def read_frozen(run_dir: str, max_env_steps: int, write: bool = True) -> dict[in
 
 
 def write_frozen(run_dir: str, frozen: dict[int, dict]) -> None:
-    with open(rundir.path(run_dir, rundir.FROZEN), "w") as f:
-        json.dump({str(m): e for m, e in sorted(frozen.items())}, f, indent=2)
+    rundir.write_json(rundir.path(run_dir, rundir.FROZEN), {str(m): e for m, e in sorted(frozen.items())})
 
 
 def member_name(loop: Loop, member: int) -> str:
