@@ -8,7 +8,6 @@ chosen one is read by name.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -412,8 +411,7 @@ def save_json(cfg: TrainConfig, path: str, extra: dict | None = None) -> None:
 
 
 def load_json(path: str) -> TrainConfig:
-    with open(path) as f:
-        return from_dict(json.load(f))
+    return from_dict(rundir.read_json(path))
 
 
 # ---- option checks -------------------------------------------------------------------------------

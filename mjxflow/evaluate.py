@@ -7,7 +7,6 @@ training log's return is reproduced.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -78,11 +77,10 @@ def validate(cfg: EvalConfig) -> None:
         raise ConfigError(f"{cfg.run} is not a run directory (no config.json)")
     if cfg.video_format not in ("mp4", "gif"):
         raise ConfigError(f"--video-format {cfg.video_format!r} is not one of: mp4, gif")
+    env = rundir.read_json(rundir.path(cfg.run, rundir.CONFIG)).get("env")  # damaged: one line, before anything runs
     if cfg.video:
         from mjxflow.envs import check_renderable
 
-        with open(rundir.path(cfg.run, rundir.CONFIG)) as f:
-            env = json.load(f).get("env")
         try:
             check_renderable(env)
         except ValueError as e:

@@ -63,7 +63,7 @@ def load_curves(run_dir: str) -> Curves:
     if not os.path.exists(metrics):
         raise FileNotFoundError(f"{run_dir} is not a run directory with metrics (no metrics.jsonl)")
     cfg_path = rundir.path(run_dir, rundir.CONFIG)
-    cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    cfg = rundir.read_json(cfg_path) if os.path.exists(cfg_path) else {}
     by_step: dict[int, dict[int, tuple[float, float]]] = {}
     for row in read_jsonl(metrics):
         value = row.get("eval_return")
@@ -83,7 +83,7 @@ def load_point_curves(run_dir: str) -> list[tuple[int | None, Curves]]:
     run's own ((None, curves)) without a sweep."""
     curves = load_curves(run_dir)
     cfg_path = rundir.path(run_dir, rundir.CONFIG)
-    cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    cfg = rundir.read_json(cfg_path) if os.path.exists(cfg_path) else {}
     if not cfg.get("sweep"):
         return [(None, curves)]
     from mjxflow.config import from_dict, point_label

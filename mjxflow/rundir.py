@@ -58,3 +58,19 @@ def write_json(file: str, obj, indent: int | None = 2) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_json(file: str):
+    """The JSON in `file`; one that is cut short or not JSON (a copy in part, an editor's slip) is a
+    one-line ConfigError naming the file, instead of a JSONDecodeError traceback."""
+    import json
+
+    from mjxflow.errors import ConfigError
+
+    with open(file) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{file} is damaged ({e.msg} at line {e.lineno}, column {e.colno}); restore it from a "
+                          f"copy, or start that run again (--overwrite)") from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import shlex
@@ -340,7 +339,7 @@ def load_rows(plan_data: dict) -> tuple[list[Row], list[str]]:
         except ConfigError:
             state = "?"
         frozen_path = rundir.path(cell.run_dir, rundir.FROZEN)
-        frozen = json.load(open(frozen_path)) if os.path.exists(frozen_path) else {}
+        frozen = rundir.read_json(frozen_path) if os.path.exists(frozen_path) else {}
         for point, curves in load_point_curves(cell.run_dir):
             marks = [f"seed {e['seed']} at {e['env_step']:,} ({e['quantity']})" for e in frozen.values()
                      if point is None or e["point"] == point]
@@ -463,8 +462,7 @@ def write_report(root: str, log=print) -> str:
     path = os.path.join(root, STUDY_FILE)
     if not os.path.exists(path):
         raise ConfigError(f"{root} is not a study folder (no {STUDY_FILE}); run the study first")
-    with open(path) as f:
-        data = json.load(f)
+    data = rundir.read_json(path)
     rows, missing = load_rows(data)
     if not rows:
         raise ConfigError(f"study {data['name']} has no cell with metrics yet")

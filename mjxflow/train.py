@@ -368,8 +368,7 @@ def read_frozen(run_dir: str, max_env_steps: int, write: bool = True) -> dict[in
     path = rundir.path(run_dir, rundir.FROZEN)
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        kept = {int(m): e for m, e in json.load(f).items() if e["env_step"] <= max_env_steps}
+    kept = {int(m): e for m, e in rundir.read_json(path).items() if e["env_step"] <= max_env_steps}
     if write:
         write_frozen(run_dir, kept)
     return kept

@@ -29,3 +29,24 @@ def test_members_are_seeds_within_grid_points():
     pairs = [(rundir.point_of(m, 3), rundir.seed_of(m, 3)) for m in range(6)]
     assert pairs == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert [rundir.member(p, s, 3) for p, s in pairs] == list(range(6))
+
+
+@pytest.mark.parametrize("command", ["resume", "evaluate", "plot"])
+def test_a_cut_short_config_is_one_line_and_exit_2(tmp_path, capsys, command):
+    """config.json cut short (a kill mid-write before writes were atomic, a partial copy): resume,
+    evaluate and plot say which file is damaged in one line, exit 2, before anything is built."""
+    from mjxflow import evaluate, plot, train
+    from mjxflow.config import TrainConfig, save_json
+
+    run = tmp_path / "r"
+    run.mkdir()
+    save_json(TrainConfig(env="bandit"), str(run / "config.json"))
+    text = (run / "config.json").read_text()
+    (run / "config.json").write_text(text[: len(text) // 2])
+    (run / "metrics.jsonl").write_text('{"seed": 0, "env_steps": 0, "wall_time": 0.0, "eval_return": 1.0}\n')
+    main = {"resume": lambda: train.main(["--resume", str(run)]),
+            "evaluate": lambda: evaluate.main(["--run", str(run)]),
+            "plot": lambda: plot.main([str(run), "--out", str(tmp_path / "c.png")])}[command]
+    assert main() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{run / 'config.json'} is damaged (" in err, err
