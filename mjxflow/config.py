@@ -8,6 +8,7 @@ chosen one is read by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -427,13 +428,17 @@ def _require(ok: bool, path: str, value: Any, rule: str) -> None:
         raise ValueError(f"{_flag(path)} must be {rule}, got {value!r}")
 
 
-def _choices(prefix: str, cfg: Any) -> None:
+def _typed(prefix: str, cfg: Any) -> None:
     """Every field of cfg typed as a Literal holds one of its values (tyro checks the command line;
-    this covers configs read from JSON or built in Python)."""
+    this covers configs read from JSON or built in Python), and every float field is finite (inf
+    and nan would pass the range checks below or fail only inside training)."""
     for name, hint in typing.get_type_hints(type(cfg)).items():
-        if typing.get_origin(hint) is Literal and getattr(cfg, name) not in typing.get_args(hint):
+        value = getattr(cfg, name)
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
             valid = ", ".join(map(str, typing.get_args(hint)))
-            raise ValueError(f"{_flag(f'{prefix}.{name}')} {getattr(cfg, name)!r} is not one of: {valid}")
+            raise ValueError(f"{_flag(f'{prefix}.{name}')} {value!r} is not one of: {valid}")
+        if float in (hint, *typing.get_args(hint)) and isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{_flag(f'{prefix}.{name}')} must be a finite number, got {value!r}")
 
 
 def _widths(path: str, hidden: tuple[int, ...]) -> None:
@@ -447,12 +452,13 @@ def _positive(prefix: str, cfg: Any, *names: str) -> None:
 
 
 def check_times(prefix: str, cfg: FlowTimeConfig) -> None:
-    _choices(f"{prefix}.times", cfg)
+    _typed(f"{prefix}.times", cfg)
     _require(cfg.sigma > 0, f"{prefix}.times.sigma", cfg.sigma, "> 0")
     _require(0.0 <= cfg.frac_r_neq_t <= 1.0, f"{prefix}.times.frac_r_neq_t", cfg.frac_r_neq_t, "in [0, 1]")
 
 
 def check_critic(cfg: CriticConfig) -> None:
+    _typed("critic", cfg)
     _widths("critic.hidden", cfg.hidden)
     _require(cfg.num_q >= 1, "critic.num_q", cfg.num_q, ">= 1")
     _positive("critic", cfg, "lr")
@@ -464,6 +470,7 @@ def check_critic(cfg: CriticConfig) -> None:
 
 
 def check_sac(cfg: SACConfig) -> None:
+    _typed("sac", cfg)
     _widths("sac.actor_hidden", cfg.actor_hidden)
     _positive("sac", cfg, "actor_lr", "alpha_lr", "init_alpha")
     _require(cfg.log_std_min < cfg.log_std_max, "sac.log_std_min", cfg.log_std_min, f"< --sac.log-std-max {cfg.log_std_max}")
@@ -471,7 +478,7 @@ def check_sac(cfg: SACConfig) -> None:
 
 def check_smfp(cfg: SMFPConfig) -> None:
     _widths("smfp.actor_hidden", cfg.actor_hidden)
-    _choices("smfp", cfg)
+    _typed("smfp", cfg)
     _positive("smfp", cfg, "actor_lr", "alpha_lr", "init_alpha", "md_lambda")
     _require(cfg.log_sigma_min < cfg.log_sigma_max, "smfp.log_sigma_min", cfg.log_sigma_min,
              f"< --smfp.log-sigma-max {cfg.log_sigma_max}")
@@ -490,7 +497,7 @@ def check_smfp(cfg: SMFPConfig) -> None:
 def check_fpmd(cfg: FPMDConfig) -> None:
     _widths("fpmd.actor_hidden", cfg.actor_hidden)
     _positive("fpmd", cfg, "actor_lr", "md_lambda", "train_steps")
-    _choices("fpmd", cfg)
+    _typed("fpmd", cfg)
     _require(cfg.md_samples >= 0, "fpmd.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
     _require(0.0 < cfg.md_states <= 1.0, "fpmd.md_states", cfg.md_states, "in (0, 1] (1 uses every state)")
     _require(cfg.num_particles >= 2, "fpmd.num_particles", cfg.num_particles,
