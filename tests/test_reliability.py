@@ -110,11 +110,17 @@ def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
     assert os.listdir(run / "checkpoints") == [str(step)]  # saved although the interval had not come
     assert max(r["env_steps"] for r in read_jsonl(run / "metrics.jsonl")) == step
     assert "Traceback" not in out
-    # and it resumes from there to the same place as the uninterrupted run (the reference stopped at 2400)
-    if step < 2400:
-        assert train.main(["--resume", str(run), "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6"]) == 0
-        ref = without_wall_time(read_jsonl(reference / "metrics.jsonl"))
-        assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == ref
+    # and it resumes from there to the same place as an uninterrupted run (the reference's 2400 steps,
+    # or, when the signal landed later, a fresh run 800 steps past the stop; an evaluation every 400)
+    total = 2400 if step < 2400 else step + 800
+    if total != 2400:
+        assert train.main(args(tmp_path, "ref2", "--total-steps", str(total), "--num-checkpoints", "3",
+                               "--num-evals", str(total // 400))) == 0
+        reference = tmp_path / "ref2"
+    assert train.main(["--resume", str(run), "--total-steps", str(total), "--num-checkpoints", "3",
+                       "--num-evals", str(total // 400)]) == 0
+    ref = without_wall_time(read_jsonl(reference / "metrics.jsonl"))
+    assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == ref
 
 
 def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, tmp_path, capsys):
