@@ -606,11 +606,10 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
 
     log(f"mjxflow bench: {cfg.env} | num_envs {list(cfg.num_envs)} | batch {list(cfg.batch_size)} | "
         f"{cfg.updates_per_iter} updates/iter | {cfg.iters} iterations x {cfg.repeats} repeats | {result['machine']['device']}")
-    done: dict[str, list[dict]] = {}  # rows of the sections measured so far (peer reads train's)
+    shared: dict[str, list[dict]] = {}  # the training rows, measured once for train, floor and peer
     for key, measure in SECTIONS.items():  # the order of the report
         if key in cfg.measure:
-            title, rows, table = measure(cfg, log, done)
-            done[key] = rows
+            title, rows, table = measure(cfg, log, shared)
             section(title, key, rows, table)
 
     os.makedirs(cfg.out_dir, exist_ok=True)
