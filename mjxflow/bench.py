@@ -53,6 +53,7 @@ from mjxflow.errors import ConfigError
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, check_physics, make_env
 
+INT32_MAX = 2**31 - 1
 MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update", "devices")
 DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
 
@@ -129,9 +130,36 @@ def validate(cfg: BenchConfig) -> None:
         values = getattr(cfg, name)
         if not values or any(v <= 0 for v in values):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive integers, got {values}")
-    for name in ("updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps", "latency_steps"):
+    for name in ("updates_per_iter", "iters", "repeats", "fpmd_particles", "fpmd_train_steps", "latency_steps",
+                 "peer_timeout"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
+    for name in ("num_envs", "seeds", "latency_batch", "batch_size", "updates_per_iter", "iters", "repeats",
+                 "fpmd_particles", "fpmd_train_steps", "latency_steps"):
+        value = getattr(cfg, name)
+        if max(value if isinstance(value, tuple) else (value,)) > INT32_MAX:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at most {INT32_MAX:,} (2^31 - 1), got {value}")
+    if cfg.name is not None and (cfg.name in ("", ".", "..") or "/" in cfg.name or os.sep in cfg.name):
+        raise ConfigError(f"--name must be a name, not a path, got {cfg.name!r} (use --out-dir for the folder)")
+    check_train_configs(cfg)
+
+
+def check_train_configs(cfg: BenchConfig) -> None:
+    """Train's own checks (mjxflow.train.resolve_config) on every training config the tables
+    build, so that a bad --hidden, --fpmd-particles or batch is the one-line error train gives."""
+    from mjxflow.train import resolve_config
+
+    configs = [(f"--agents {a} --num-envs {n} --batch-size {b}",
+                train_config(dataclasses.replace(cfg, batch_size=(b,)), a, n))
+               for a in cfg.agents for n in cfg.num_envs for b in cfg.batch_size]
+    if "sweep" in cfg.measure:
+        configs += [(f"--sweep-agent {cfg.sweep_agent} --seeds {s}", train_config(cfg, cfg.sweep_agent, cfg.num_envs[0], s))
+                    for s in cfg.seeds]
+    for where, tc in configs:
+        try:
+            resolve_config(tc)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1) -> TrainConfig:
@@ -615,9 +643,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     os.makedirs(cfg.out_dir, exist_ok=True)
     base = os.path.join(cfg.out_dir, name)
     rundir.write_json(base + ".json", result)
-    with open(base + ".md", "w") as f:
-        f.write(f"# mjxflow bench: {name}\n\nMachine: {result['machine']['device']}, {result['machine']['cpus']} CPUs, "
-                f"jax {jax.__version__}.\n\n" + "\n".join(sections))
+    rundir.write_text(base + ".md", f"# mjxflow bench: {name}\n\nMachine: {result['machine']['device']}, "
+                      f"{result['machine']['cpus']} CPUs, jax {jax.__version__}.\n\n" + "\n".join(sections))
     log(f"wrote {base}.json and {base}.md")
     return result
 

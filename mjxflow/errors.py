@@ -10,3 +10,7 @@ class ConfigError(ValueError):
 
 class TrainingStopped(RuntimeError):
     """Training stopped on purpose (e.g. non-finite values); reported in one line, exit status 1."""
+
+
+class InUse(ConfigError):
+    """A run or study folder locked by another process (mjxflow.rundir.Lock); exit status 2."""

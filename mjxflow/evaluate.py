@@ -42,6 +42,10 @@ class EvalConfig:
     """Seeds to render (default: all)."""
     video_format: str = "mp4"
     """mp4 (ffmpeg's wheel) or gif (fallback without ffmpeg)."""
+    save: bool = True
+    """Write the result to the run directory (evals/STEP.json, one per evaluated step, and eval.json,
+    the latest), holding the run's lock; --no-save only prints it and takes no lock, so a run still
+    training can be evaluated."""
 
 
 def mode_coverage(run: Policies, num_samples: int, key: jax.Array) -> np.ndarray:
@@ -89,6 +93,13 @@ def validate(cfg: EvalConfig) -> None:
 
 def evaluate_run(cfg: EvalConfig, log=print) -> dict:
     validate(cfg)
+    if not cfg.save:
+        return _evaluate(cfg, log)
+    with rundir.Lock(cfg.run, "evaluate"):  # refused while the run trains: one line, before anything is built
+        return _evaluate(cfg, log)
+
+
+def _evaluate(cfg: EvalConfig, log) -> dict:
     enable_compile_cache(cfg.compile_cache)
     run = load_policies(cfg.run, cfg.step)  # the policy item alone: no replay buffer, no optimiser states
     episodes = run.cfg.eval_episodes if cfg.episodes is None else cfg.episodes
@@ -128,7 +139,11 @@ def evaluate_run(cfg: EvalConfig, log=print) -> dict:
         for s, (row, kept) in enumerate(zip(coverage, modes_kept(coverage))):
             cells = " | ".join(f"{f:.3f}" for f in row)
             log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(kept)} |")
-    rundir.write_json(rundir.path(cfg.run, rundir.EVAL), result)
+    if cfg.save:
+        os.makedirs(rundir.path(cfg.run, rundir.EVALS), exist_ok=True)
+        rundir.write_json(os.path.join(rundir.path(cfg.run, rundir.EVALS), f"{run.step}.json"), result)
+        rundir.write_json(rundir.path(cfg.run, rundir.EVAL), result)
+        log(f"wrote {rundir.path(cfg.run, rundir.EVALS)}/{run.step}.json and {rundir.path(cfg.run, rundir.EVAL)} (latest)")
     if cfg.video:
         from mjxflow.render import render_in_child
 

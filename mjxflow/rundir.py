@@ -14,7 +14,8 @@ METRICS = "metrics.jsonl"  # one row per log point per member
 METRICS_CSV = "metrics.csv"
 CHECKPOINTS = "checkpoints"  # Orbax checkpoints of the whole train state
 FROZEN = "frozen.json"  # members frozen after a non-finite value
-EVAL = "eval.json"  # written by mjxflow.evaluate
+EVAL = "eval.json"  # mjxflow.evaluate's latest result
+EVALS = "evals"  # mjxflow.evaluate's result per evaluated step: evals/STEP.json
 
 
 def path(run_dir: str, name: str) -> str:
@@ -34,18 +35,17 @@ def member(point: int, seed: int, num_seeds: int) -> int:
     return point * num_seeds + seed
 
 
-def write_json(file: str, obj, indent: int | None = 2) -> None:
-    """Write `obj` as JSON to `file` so that a reader sees the old file or the new one, never a part:
-    a temporary file in the same folder, flushed and fsynced, renamed over `file`, then the folder
+def write_text(file: str, text: str) -> None:
+    """Write `text` to `file` so that a reader sees the old file or the new one, never a part: a
+    temporary file in the same folder, flushed and fsynced, renamed over `file`, then the folder
     fsynced (a kill, a crash or a full disk mid-write leaves the previous file as it was)."""
-    import json
     import tempfile
 
     folder = os.path.dirname(os.path.abspath(file))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(file)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, file)
@@ -58,6 +58,13 @@ def write_json(file: str, obj, indent: int | None = 2) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_json(file: str, obj, indent: int | None = 2) -> None:
+    """write_text() of `obj` as JSON."""
+    import json
+
+    write_text(file, json.dumps(obj, indent=indent))
 
 
 def read_json(file: str):
@@ -74,3 +81,60 @@ def read_json(file: str):
     except json.JSONDecodeError as e:
         raise ConfigError(f"{file} is damaged ({e.msg} at line {e.lineno}, column {e.colno}); restore it from a "
                           f"copy, or start that run again (--overwrite)") from None
+
+
+class Lock:
+    """An exclusive lock on a run or study folder, held by one process for as long as it uses it:
+    `fcntl.flock` on a file beside the folder (`.NAME.lock`, so that the lock outlives an
+    --overwrite of the folder), which the kernel releases when its holder exits, however it exits
+    (a crashed holder leaves no stale lock). A second process gets a one-line ConfigError naming
+    the holder's pid. The file holds the holder's pid and purpose and is never deleted (deleting
+    it would let two processes lock two different files of one name)."""
+
+    def __init__(self, folder: str, purpose: str):
+        folder = os.path.normpath(os.path.abspath(folder))
+        self.folder, self.purpose, self.fd = folder, purpose, None
+        self.file = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.lock")
+
+    def acquire(self) -> "Lock":
+        import fcntl
+
+        from mjxflow.errors import InUse
+
+        os.makedirs(os.path.dirname(self.file), exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process that has not written its pid yet"
+            os.close(fd)
+            raise InUse(f"{self.folder} is in use by another process ({holder}); wait for it to finish or stop "
+                              f"it, or use another name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {self.purpose}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the file releases the flock
+            self.fd = None
+
+    def __enter__(self) -> "Lock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def make_dir(folder: str) -> None:
+    """Create the run folder `folder` (its parents as needed) atomically: a ConfigError, not a
+    FileExistsError traceback, when it exists already."""
+    from mjxflow.errors import ConfigError
+
+    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        raise ConfigError(f"run directory {folder} already exists; pick another --run-name, or pass --resume "
+                          f"{folder} or --overwrite") from None

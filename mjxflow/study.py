@@ -29,7 +29,7 @@ from mjxflow import rundir
 from mjxflow import stats
 from mjxflow.agents import AGENT_NAMES
 from mjxflow.cli import run_command
-from mjxflow.errors import ConfigError, TrainingStopped
+from mjxflow.errors import ConfigError, InUse, TrainingStopped
 from mjxflow.config import AGENT_GROUP, SWEEP_GROUPS, option_group, parse_sweep, point_label
 from mjxflow.envs import ENV_NAMES
 
@@ -160,7 +160,10 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     label = label.strip()
     if not eq or not label or "/" in label or label in (".", ".."):
         raise ConfigError(f'--variant must be LABEL="TRAIN OPTIONS" with a plain label, got {text!r}')
-    return label, shlex.split(options)
+    try:
+        return label, shlex.split(options)
+    except ValueError as e:  # an unbalanced quote
+        raise ConfigError(f"--variant {text!r}: its options cannot be split ({e})") from None
 
 
 def variant_agents(label: str, argv: list[str], agents: list[str]) -> list[str]:
@@ -200,7 +203,7 @@ def make_plan(args: argparse.Namespace, train_tokens: list[str]) -> Plan:
     preset = PRESETS[args.preset] if args.preset else None
     agents = list(args.agents or (preset.agents if preset else ("smfp", "sac")))
     envs = list(args.envs or (preset.envs if preset else ("inverted_pendulum",)))
-    num_seeds = args.num_seeds or (preset.num_seeds if preset else 5)
+    num_seeds = args.num_seeds if args.num_seeds is not None else (preset.num_seeds if preset else 5)
     variants = [parse_variant(v) for v in ((preset.variants if preset else ()) + tuple(args.variant))]
     for agent in agents:
         if agent not in AGENT_NAMES:
@@ -236,14 +239,14 @@ def make_plan(args: argparse.Namespace, train_tokens: list[str]) -> Plan:
     return plan
 
 
-def cell_config(cell: Cell, resume: bool = False):
+def cell_config(cell: Cell, resume: bool = False, restart: bool = False):
     """The cell's TrainConfig, its auto options resolved (ConfigError naming the cell for a bad
     option; nothing is built or compiled)."""
     from mjxflow import train
 
     argv = cell.argv + ["--runs-dir", os.path.dirname(cell.run_dir), "--run-name", os.path.basename(cell.run_dir)]
     if resume:
-        argv += ["--resume", cell.run_dir, "--restart"]
+        argv += ["--resume", cell.run_dir] + (["--restart"] if restart else [])
     try:
         return train.resolve_config(train.parse_args(argv))
     except ConfigError as e:
@@ -252,17 +255,43 @@ def cell_config(cell: Cell, resume: bool = False):
 
 # ---- state of a cell ----------------------------------------------------------------------------
 
-def cell_state(cell: Cell) -> tuple[str, int, int]:
-    """(state, env steps saved, env steps wanted): state todo (nothing to resume), partial or done."""
+def cell_state(cell: Cell) -> tuple[str, int, int, str | None]:
+    """(state, env steps saved, env steps wanted, why): state todo (nothing to resume), partial,
+    done (its last checkpoint reaches the budget and reads back: its policy and the train state's
+    layout) or unreadable (why says what cannot be read; the study leaves such a cell alone)."""
     from mjxflow import checkpoint
+    from mjxflow.loop import build_loop
 
     if not os.path.exists(rundir.path(cell.run_dir, rundir.CONFIG)):
         cfg = cell_config(cell)
-        return "todo", 0, cfg.iterations * cfg.num_envs
-    cfg = cell_config(cell, resume=True)
+        return "todo", 0, cfg.iterations * cfg.num_envs, None
+    try:
+        cfg = cell_config(cell, resume=True)
+    except ConfigError as e:  # a damaged config.json, or options this release no longer takes
+        fresh = cell_config(cell)
+        return "unreadable", 0, fresh.iterations * fresh.num_envs, str(e)
     want = cfg.iterations * cfg.num_envs
-    saved = max(checkpoint.sizes(cell.run_dir), default=0)
-    return ("done" if saved >= want else "partial"), saved, want
+    try:
+        steps = checkpoint.checkpoint_steps(cell.run_dir)
+    except FileNotFoundError:
+        steps = []
+    if not steps or steps[-1] < want:
+        return "partial", max(steps, default=0), want, None
+    loop = build_loop(cfg)  # nothing is compiled: the checkpoint's arrays are checked against the loop's shapes
+    with checkpoint.QuietReads() as quiet:
+        try:
+            checkpoint.restore_policy(cell.run_dir, steps[-1], loop)
+            why = checkpoint.incompatibility(cell.run_dir, steps[-1], loop.state_shapes())
+        except checkpoint.UnreadableCheckpoint as e:
+            why = str(e)
+        quiet.failed = why is not None
+    if why:
+        return "unreadable", steps[-1], want, f"its checkpoint at {steps[-1]:,} env steps cannot be read: {why}"
+    return "done", steps[-1], want, None
+
+
+def restart_command(cell: Cell) -> str:
+    return f"python -m mjxflow.train --resume {cell.run_dir} --restart"
 
 
 def print_plan(plan: Plan, log=print) -> None:
@@ -270,41 +299,57 @@ def print_plan(plan: Plan, log=print) -> None:
     log("| # | env | variant | agent | seeds | env steps per seed | state | train options |")
     log("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for i, cell in enumerate(plan.cells, 1):
-        state, saved, want = cell_state(cell)
+        state, saved, want, _ = cell_state(cell)
         shown = f"{state} ({saved:,})" if state == "partial" else state
         extra = " ".join(cell.argv[6:])
         log(f"| {i} | {cell.env} | {cell.label} | {cell.agent} | {plan.num_seeds} | {want:,} | {shown} | {extra} |")
 
 
-def run_plan(plan: Plan, log=print) -> bool:
-    """Train every cell not finished; False when a signal stopped a cell (saved, resumable)."""
+def run_plan(plan: Plan, log=print) -> tuple[bool, list[str]]:
+    """Train every cell not finished, holding the study's lock; (False when a signal stopped a
+    cell (saved, resumable), the cells left alone because they cannot be read, each with the
+    command that restarts it). No cell is ever wiped or restarted unasked."""
     from mjxflow import train
 
-    os.makedirs(plan.root, exist_ok=True)
-    rundir.write_json(os.path.join(plan.root, STUDY_FILE), {"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
-                                                            "cells": [dataclasses.asdict(c) for c in plan.cells]})
-    n = len(plan.cells)
-    for i, cell in enumerate(plan.cells, 1):
-        state, saved, want = cell_state(cell)
-        head = f"[cell {i}/{n}] {cell.name} ({cell.agent}, {plan.num_seeds} seeds, {want:,} env steps)"
-        if state == "done":
-            log(f"{head}: done, skipped")
-            continue
-        log(f"{head}: " + ("starting" if state == "todo" else f"resuming from {saved:,} env steps"))
-        if state == "todo" and os.path.exists(cell.run_dir):
-            import shutil
-
-            shutil.rmtree(cell.run_dir)  # a start cut short before its config was written
-        os.makedirs(os.path.dirname(cell.run_dir), exist_ok=True)
-        try:
-            result = train.train(cell_config(cell, resume=state == "partial"), log=lambda *a, **k: log("    ", *a, **k))
-        except TrainingStopped as e:
-            log(f"{head}: stopped ({e}); the other cells go on")
-            continue
-        if result.interrupted:
-            log(f"study stopped during {cell.name}; run the same command again to continue")
-            return False
-    return True
+    with rundir.Lock(plan.root, "study"):
+        os.makedirs(plan.root, exist_ok=True)
+        rundir.write_json(os.path.join(plan.root, STUDY_FILE), {"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
+                                                                "cells": [dataclasses.asdict(c) for c in plan.cells]})
+        left: list[str] = []
+        n = len(plan.cells)
+        for i, cell in enumerate(plan.cells, 1):
+            state, saved, want, why = cell_state(cell)
+            head = f"[cell {i}/{n}] {cell.name} ({cell.agent}, {plan.num_seeds} seeds, {want:,} env steps)"
+            if state == "done":
+                log(f"{head}: done, skipped")
+                continue
+            if state == "unreadable":
+                left.append(f"{cell.name}: {why}; to train it again from the start: {restart_command(cell)}")
+                log(f"{head}: left alone: {left[-1]}")
+                continue
+            log(f"{head}: " + ("starting" if state == "todo" else f"resuming from {saved:,} env steps"))
+            if state == "todo" and os.path.exists(cell.run_dir) and not os.listdir(cell.run_dir):
+                os.rmdir(cell.run_dir)  # a start killed before its config was written left it empty
+            os.makedirs(os.path.dirname(cell.run_dir), exist_ok=True)
+            try:
+                # a partial cell with no checkpoint yet (killed before its first) starts over: nothing is lost
+                cfg = cell_config(cell, resume=state == "partial", restart=state == "partial" and saved == 0)
+                result = train.train(cfg, log=lambda *a, **k: log("    ", *a, **k))
+            except TrainingStopped as e:
+                log(f"{head}: stopped ({e}); the other cells go on")
+                continue
+            except InUse as e:
+                left.append(f"{cell.name}: {e}")
+                log(f"{head}: left alone: {left[-1]}")
+                continue
+            except ConfigError as e:  # e.g. no checkpoint of a partial cell reads back
+                left.append(f"{cell.name}: {e}; to train it again from the start: {restart_command(cell)}")
+                log(f"{head}: left alone: {left[-1]}")
+                continue
+            if result.interrupted:
+                log(f"study stopped during {cell.name}; run the same command again to continue")
+                return False, left
+        return True, left
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -335,7 +380,7 @@ def load_rows(plan_data: dict) -> tuple[list[Row], list[str]]:
             missing.append(cell.name)
             continue
         try:
-            state, _, _ = cell_state(cell)
+            state = cell_state(cell)[0]
         except ConfigError:
             state = "?"
         frozen_path = rundir.path(cell.run_dir, rundir.FROZEN)
@@ -467,8 +512,7 @@ def write_report(root: str, log=print) -> str:
     if not rows:
         raise ConfigError(f"study {data['name']} has no cell with metrics yet")
     table = report_table(rows, missing, bool(data.get("paper")))
-    with open(os.path.join(root, "table.md"), "w") as f:
-        f.write(f"# Study {data['name']}\n\n{table}\n")
+    rundir.write_text(os.path.join(root, "table.md"), f"# Study {data['name']}\n\n{table}\n")
     figures = plot_report(rows, root)
     log(table)
     log(f"wrote {os.path.join(root, 'table.md')}, {', '.join(figures)}")
@@ -489,9 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_plan:
             print_plan(plan)
             return 0
-        finished = run_plan(plan)
+        finished, left = run_plan(plan)
         write_report(plan.root)
-        return 0 if finished else 130
+        for line in left:
+            print(f"cell {line}", file=sys.stderr)
+        return 130 if not finished else (1 if left else 0)
 
     return run_command(command)
 

@@ -43,6 +43,8 @@ RESUMABLE_CHANGES = frozenset(
      "devices", "distributed", "tensorboard", "video"}
 )
 
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1
 POSITIVE_INTS = ("num_envs", "num_seeds", "total_steps", "num_evals", "eval_episodes", "chunk_iters", "num_checkpoints",
                  "replay_size", "batch_size", "updates_per_iter", "keep_checkpoints", "episode_length")
 
@@ -73,6 +75,15 @@ def validate(cfg: TrainConfig) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if value > INT32_MAX and name != "total_steps":  # counters and sizes are int32 on the device (total_steps: below)
+            raise ConfigError(f"--{name.replace('_', '-')} must be at most {INT32_MAX:,} (2^31 - 1), got {value:,}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be an integer in 0 .. {SEED_MAX:,} (2^32 - 1: JAX's 32-bit keys; a larger one "
+                          f"would repeat a smaller one's draws), got {cfg.seed!r}")
+    iterations = -(-cfg.total_steps // cfg.num_envs) if cfg.total_steps is not None else 0  # None: the preset's
+    if iterations > INT32_MAX:
+        raise ConfigError(f"--total-steps {cfg.total_steps:,} is {iterations:,} iterations of --num-envs {cfg.num_envs}; "
+                          f"the iteration counter is int32: at most {INT32_MAX * cfg.num_envs:,} env steps")
     if cfg.restart and cfg.resume is None:
         raise ConfigError("--restart only applies with --resume RUN_DIR")
     if cfg.min_replay is not None and cfg.min_replay < 0:
@@ -184,23 +195,23 @@ def run_dir_for(cfg: TrainConfig) -> str:
     return os.path.join(cfg.runs_dir, name)
 
 
-def prepare_run_dir(cfg: TrainConfig, derived_figures: dict) -> str:
+def prepare_run_dir(cfg: TrainConfig, run_dir: str, derived_figures: dict) -> bool:
     """Create (or clear, with --overwrite) the run directory and write config.json: process 0
-    alone; the others wait for it."""
-    run_dir = run_dir_for(cfg)
+    alone, holding the run's lock; the others wait for it. True when this call created it."""
     if not parallel.is_main():
         parallel.barrier("run directory ready")
-        return run_dir
-    if cfg.resume is None:
+        return False
+    created = cfg.resume is None
+    if created:
+        if os.path.exists(run_dir) and not cfg.overwrite:
+            raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
         if os.path.exists(run_dir):
-            if not cfg.overwrite:
-                raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
-            shutil.rmtree(run_dir)
-        os.makedirs(run_dir)
+            shutil.rmtree(run_dir)  # the lock is ours: no other process is using it
+        rundir.make_dir(run_dir)
     save_json(dataclasses.replace(cfg, restart=False, print_config=False), rundir.path(run_dir, rundir.CONFIG),
               extra={"derived": derived_figures})  # restart is a one-time choice
     parallel.barrier("run directory ready")
-    return run_dir
+    return created
 
 
 @dataclass
@@ -277,21 +288,53 @@ class Run:
     wall_offset: float  # wall time of the run before this process (resume)
     frozen: dict = dataclasses.field(default_factory=dict)  # member -> its frozen.json entry
     resumed_from: int | None = None  # env steps of the checkpoint this process continued from
+    lock: rundir.Lock | None = None  # held by process 0 until train() returns
+    created: bool = False  # this process made the run directory (a failed start removes it)
 
 
 def open_run(cfg: TrainConfig, log) -> Run:
-    """Resolve and check the config, restore or initialise the state, prepare the run directory.
-    Everything that can reject the input happens before the run directory is touched."""
+    """Resolve and check the config, take the run's lock, restore or initialise the state, prepare
+    the run directory. Everything that can reject the input happens before the run directory is
+    touched; a start that fails after it was made removes it (with the lock released)."""
     cfg = resolve_config(cfg)
     loop = build_loop(cfg)  # builds the env and agent and places the seeds; the config is resolved already
     figures = {"devices": loop.placement.num_devices, **grid_figures(cfg), **derived(cfg, loop.env.obs_size, loop.env.action_size)}
     check_memory(cfg, loop)
     enable_compile_cache(cfg.compile_cache)
+    run_dir = run_dir_for(cfg)
+    lock = rundir.Lock(run_dir, "training").acquire() if parallel.is_main() else None
+    run = Run(cfg=cfg, loop=loop, run_dir=run_dir, mngr=None, state=None, last_eval=np.full(loop.num_members, np.nan),
+              best=np.full(loop.num_members, -np.inf), wall_offset=0.0, lock=lock)
+    try:
+        _open(run, figures, log)
+    except BaseException:
+        discard_failed_start(run)
+        raise
+    return run
+
+
+def discard_failed_start(run: Run) -> None:
+    """After a failure: a run directory this process made and that holds no checkpoint yet is
+    removed (nothing in it can be resumed; a retry would find it "already exists"); the lock is
+    released."""
+    if run.created and parallel.is_main() and not checkpoint.sizes(run.run_dir):
+        if run.mngr is not None:
+            try:
+                run.mngr.close()
+            except Exception:  # the failure being reported matters, not this one
+                pass
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+    if run.lock is not None:
+        run.lock.release()
+
+
+def _open(run: Run, figures: dict, log) -> None:
+    cfg, loop, run_dir = run.cfg, run.loop, run.run_dir
     restored = None
     if cfg.resume is not None:  # before anything in the run directory is touched
         restored = checkpoint.restore_latest(cfg.resume, cfg.keep_checkpoints, loop, log, restart=cfg.restart,
                                              background=True)
-    run_dir = prepare_run_dir(cfg, figures)
+    run.created = prepare_run_dir(cfg, run_dir, figures)
     grid = f" x {len(loop.points)} sweep points" if cfg.sweep else ""
     log(f"mjxflow: {cfg.agent} on {cfg.env} | {cfg.num_seeds} seeds{grid} x {cfg.num_envs} envs on {loop.placement.describe()} | "
         f"obs {loop.env.obs_size}, "
@@ -301,9 +344,6 @@ def open_run(cfg: TrainConfig, log) -> Run:
     if note:
         log(note)
 
-    members = loop.num_members
-    run = Run(cfg=cfg, loop=loop, run_dir=run_dir, mngr=None, state=None, last_eval=np.full(members, np.nan),
-              best=np.full(members, -np.inf), wall_offset=0.0)
     step = None
     if restored is not None:
         run.mngr, step, run.state, had_replay = restored
@@ -324,7 +364,6 @@ def open_run(cfg: TrainConfig, log) -> Run:
             truncate_metrics(run_dir, -1, write=parallel.is_main())
             read_frozen(run_dir, -1, write=parallel.is_main())
         run.state = loop.initial_state()
-    return run
 
 
 # ---- driving the compiled loop ---------------------------------------------------------------------
@@ -528,6 +567,19 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     if not parallel.is_main():
         log = lambda *args, **kwargs: None  # noqa: E731
     run = open_run(cfg, log)
+    try:
+        return _train(run, log, t)
+    except TrainingStopped:  # its metrics and frozen records say what went wrong: kept
+        raise
+    except BaseException:
+        discard_failed_start(run)
+        raise
+    finally:
+        run.lock and run.lock.release()
+
+
+def _train(run: Run, log, t: float) -> TrainResult:
+    cfg = run.cfg
     timings = Timings()
     interrupted = drive(run, log, timings)
     wall = time.perf_counter() - t

@@ -42,6 +42,17 @@ def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):
     assert bench.main(["--measure", "speed", "--out-dir", str(tmp_path)]) == 2
     assert "unknown measure 'speed'; valid: train, floor, latency, sweep" in capsys.readouterr().err
     assert bench.main(["--agents", "ppo", "--out-dir", str(tmp_path)]) == 2
+    capsys.readouterr()
+    for argv, message in [(["--name", "a/b"], "--name must be a name, not a path, got 'a/b'"),
+                          (["--hidden", "0"], "--agents smfp --num-envs 16 --batch-size 256: --critic.hidden must be "
+                                              "positive layer widths, got (0,)"),
+                          (["--agents", "sac", "--batch-size", "100000"], "--agents sac --num-envs 16 --batch-size "
+                                                                          "100000: --min-replay 100000 exceeds --replay-size 10000"),
+                          (["--seeds", "0"], "--seeds must be positive integers, got (0,)"),
+                          (["--iters", "4294967296"], "--iters must be at most 2,147,483,647")]:
+        assert bench.main([*argv, "--out-dir", str(tmp_path)]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
     assert not os.listdir(tmp_path)
 
 

@@ -51,7 +51,8 @@ def cli(tmp_path, *args):
         (["--critic.tau", "2"], "--critic.tau must be in (0, 1], got 2.0"),
         (["--run-name", "a/b"], "--run-name must be a name, not a path, got 'a/b'"),
         (["--run-name", ".."], "--run-name must be a name, not a path, got '..'"),
-        (["--replay-size", "100000000000"], "--replay-size 100,000,000,000 needs"),
+        (["--replay-size", "2000000000"], "--replay-size 2,000,000,000 needs"),
+        (["--replay-size", "100000000000"], "--replay-size must be at most 2,147,483,647 (2^31 - 1), got 100,000,000,000"),
         (["--num-env", "8"], "Unrecognized options: --num-env, 8 (perhaps you meant --num-envs)"),
         (["--critic.hidden", "64", "wide"], "--critic.hidden must be integers, got 'wide'"),
         (["--smfp.weights", "softmax"], "invalid choice 'softmax' for argument '--smfp.weights'. Expected one of ('linear', 'exp')."),
@@ -63,6 +64,12 @@ def cli(tmp_path, *args):
         (["--critic.gamma", "1"], "--critic.gamma must be in [0, 1), got 1.0"),
         (["--agent", "sac", "--sac.log-std-min", "3"], "--sac.log-std-min must be < --sac.log-std-max 2.0, got 3.0"),
         (["--restart"], "--restart only applies with --resume RUN_DIR"),
+        (["--total-steps", "99999999999999999"], "--total-steps 99,999,999,999,999,999 is 12,500,000,000,000,000 "
+                                                  "iterations of --num-envs 8; the iteration counter is int32"),
+        (["--num-envs", "3000000000"], "--num-envs must be at most 2,147,483,647 (2^31 - 1), got 3,000,000,000"),
+        (["--episode-length", "2147483648"], "--episode-length must be at most 2,147,483,647"),
+        (["--seed", "99999999999999999999999"], "--seed must be an integer in 0 .. 4,294,967,295"),
+        (["--seed", "-1"], "--seed must be an integer in 0 .. 4,294,967,295"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -76,10 +83,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 def test_replay_memory_estimate_names_the_numbers(tmp_path, capsys):
-    assert train.main(cli(tmp_path, "--replay-size", "100000000000", "--num-seeds", "3")) == 2
+    assert train.main(cli(tmp_path, "--replay-size", "2000000000", "--num-seeds", "3")) == 2
     err = capsys.readouterr().err
     # bandit: obs 2 + action 2 + reward + next_obs 2 + terminated = 8 float32 = 32 bytes per transition
-    per_seed = 100_000_000_000 * 32 / 2**30
+    per_seed = 2_000_000_000 * 32 / 2**30
     assert f"{per_seed:,.2f} GiB per seed" in err and f"{3 * 2 * per_seed:,.1f} GiB for 3 seeds" in err
     assert "GiB free in" in err and "lower --replay-size or --num-seeds" in err
 
@@ -118,6 +125,14 @@ def test_run_directory_contents(cli_run):
     header = open(cli_run / "metrics.csv").readline().strip().split(",")
     assert header[:4] == ["seed", "env_steps", "wall_time", "eval_return"]
     assert json.load(open(cli_run / "config.json"))["env"] == "bandit"
+
+
+def test_print_config_answers_at_once_for_the_largest_budget(tmp_path, capsys):
+    """The largest --total-steps the int32 iteration counter allows: the schedule is not built
+    step by step (it would hang), nothing is written."""
+    assert train.main(cli(tmp_path, "--total-steps", str((2**31 - 1) * 8), "--print-config")) == 0
+    assert json.loads(capsys.readouterr().out)["total_steps"] == (2**31 - 1) * 8
+    assert not os.listdir(tmp_path)
 
 
 def test_evaluate_reproduces_final_return(cli_run, capsys):
@@ -217,3 +232,96 @@ def test_evaluate_reports_mode_coverage_on_multigoal(tmp_path, capsys):
         mine = inside.mean(0)
         assert mine.sum() > 0.05, mine  # this policy does put samples in the modes, so zeros would be wrong
         np.testing.assert_allclose(coverage[seed], mine, atol=0.06)  # 1,000 and 4,000 samples: 4 sigma ~ 0.06
+
+
+# ---- one process per run directory ----------------------------------------------------------------
+
+HOLD = ("import sys, time; from mjxflow import rundir; rundir.Lock(sys.argv[1], 'training').acquire(); "
+        "print('held', flush=True); time.sleep(600)")
+
+
+@pytest.fixture
+def holder():
+    """hold(folder): another process that holds the folder's lock (as a training run does)."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(folder):
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        procs.append(proc)
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_live_run_is_refused_to_a_second_process_and_never_deleted(cli_run, capsys, holder):
+    """While another process holds a run: a new run of its name, an --overwrite of it, a --resume
+    and a saving evaluate are each one line, exit 2, naming the holder's pid, and nothing of the run
+    changes; evaluate --no-save still reads it. The holder killed (kill -9), the lock is free."""
+    from mjxflow import rundir
+
+    before = {f: os.path.getmtime(cli_run / f) for f in ("config.json", "metrics.jsonl")}
+    steps = sorted(os.listdir(cli_run / "checkpoints"))
+    evals = sorted(os.listdir(cli_run / "evals")) if (cli_run / "evals").exists() else []
+    proc = holder(cli_run)
+    runs = cli_run.parent
+    for argv in (cli(runs, "--run-name", cli_run.name), cli(runs, "--run-name", cli_run.name, "--overwrite"),
+                 ["--resume", str(cli_run)]):
+        assert train.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"is in use by another process (pid {proc.pid}, training)" in err, err
+    assert evaluate.main(["--run", str(cli_run)]) == 2
+    assert f"pid {proc.pid}" in capsys.readouterr().err
+    assert evaluate.main(["--run", str(cli_run), "--no-save", "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]) == 0
+    assert sorted(os.listdir(cli_run / "checkpoints")) == steps
+    assert (sorted(os.listdir(cli_run / "evals")) if (cli_run / "evals").exists() else []) == evals
+    assert {f: os.path.getmtime(cli_run / f) for f in before} == before
+    proc.kill()
+    proc.wait()
+    with rundir.Lock(cli_run, "test"):  # a holder that died leaves no stale lock
+        pass
+
+
+def test_a_run_whose_name_another_process_holds_is_refused(tmp_path, capsys, holder):
+    """The lock is taken before the run directory exists: a run whose name another process is
+    about to create is refused, and nothing is created."""
+    proc = holder(tmp_path / "new")
+    assert train.main(cli(tmp_path, "--run-name", "new")) == 2
+    assert f"pid {proc.pid}" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_evaluate_keeps_one_result_per_step_and_the_latest(cli_run):
+    cache = ["--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]
+    assert evaluate.main(["--run", str(cli_run), "--step", "800", *cache]) == 0
+    at_800 = json.load(open(cli_run / "eval.json"))
+    assert evaluate.main(["--run", str(cli_run), *cache]) == 0
+    latest = json.load(open(cli_run / "eval.json"))
+    steps = sorted(int(f.removesuffix(".json")) for f in os.listdir(cli_run / "evals"))
+    last = max(int(s) for s in os.listdir(cli_run / "checkpoints"))
+    assert at_800["step"] == 800 and latest["step"] == last and {800, last} <= set(steps)
+    assert json.load(open(cli_run / "evals" / "800.json")) == at_800
+    assert json.load(open(cli_run / "evals" / f"{last}.json")) == latest
+
+
+def test_a_failed_start_removes_its_run_directory(tmp_path, monkeypatch):
+    """A failure after the run directory was made (here: building the initial state) removes it
+    and releases the lock: the same command then starts, instead of "already exists"."""
+    from mjxflow.loop import Loop
+
+    real = Loop.initial_state
+
+    def broken(self):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(Loop, "initial_state", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train.main(cli(tmp_path, "--run-name", "f", "--total-steps", "400"))
+    assert not (tmp_path / "f").exists()
+    monkeypatch.setattr(Loop, "initial_state", real)
+    assert train.main(cli(tmp_path, "--run-name", "f", "--total-steps", "400")) == 0

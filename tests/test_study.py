@@ -90,6 +90,9 @@ def test_plan_gives_agent_options_and_sweeps_to_their_agents_only(tmp_path):
     (["--sweep", "smfp.num-particles=8,16"], "--sweep 'smfp.num-particles=8,16' must be NAME=V1,V2,..."),
     (["--critic.lr", "-1"], "cell bandit / sac: --critic.lr must be > 0"),
     (["--sweep", "critic.gamma=0.9,1.5"], "--sweep point critic.gamma=1.5: --critic.gamma must be in [0, 1)"),
+    (["--num-seeds", "0"], "--num-seeds must be a positive integer, got 0"),
+    (["--variant", 'a="--seed 1'], "its options cannot be split (No closing quotation)"),
+    (["--seed", "-1"], "cell bandit / sac: --seed must be an integer in 0 .. 4,294,967,295"),
 ])
 def test_bad_study_input_is_one_line_before_anything_runs(tmp_path, capsys, argv, message):
     code = study.main(["--name", "B", "--runs-dir", str(tmp_path), "--agents", "sac", "--envs", "bandit", *argv])
@@ -223,6 +226,62 @@ def test_a_member_that_turns_non_finite_is_frozen_and_the_others_train_on(tmp_pa
     table = (tmp_path / "N" / "table.md").read_text()
     assert "sac [critic.lr=1e+30]" in table and "frozen: seed 0 at" in table
     assert "sac [critic.lr=0.0003] | 2 | 1,200 |" in table and table.count("frozen") == 1
+
+
+def damage(folder):
+    """Every file under `folder` cut to half its size (a disk fault, a partial copy)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+
+
+def snapshot(folder):
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+def test_the_study_never_wipes_an_unreadable_cell(tmp_path, capsys):
+    """A done cell whose last checkpoint no longer reads back, and a partial cell whose only
+    checkpoint is damaged: the study trains neither, changes none of their files, names each with the
+    command that restarts it and exits 1; the report still reads their metrics."""
+    argv = ["--name", "U", "--runs-dir", str(tmp_path), "--agents", "sac", "--envs", "bandit", "--num-seeds", "2",
+            "--total-steps", "800", "--num-evals", "2", "--variant", "small=--critic.hidden 32 32", *TINY]
+    assert study.main(argv) == 0
+    done, part = tmp_path / "U" / "bandit" / "sac", tmp_path / "U" / "bandit" / "small"
+    damage(done / "checkpoints" / "800")
+    import shutil
+
+    shutil.rmtree(part / "checkpoints" / "800")  # a partial cell: its checkpoint at 400 is all it has
+    damage(part / "checkpoints" / "400")
+    before = {cell: snapshot(cell) for cell in (done, part)}
+    capsys.readouterr()
+    assert study.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "compiled" not in captured.out
+    for cell in (done, part):
+        assert snapshot(cell) == before[cell]
+        assert f"to train it again from the start: python -m mjxflow.train --resume {cell} --restart" in captured.err
+    assert "its checkpoint at 800 env steps cannot be read: damaged (" in captured.err
+    assert "no checkpoint can be read (400 env steps: damaged (" in captured.err
+    assert "| unreadable |" in (tmp_path / "U" / "table.md").read_text()
+
+
+def test_a_study_in_use_by_another_process_is_refused(tmp_path, capsys):
+    from mjxflow import rundir
+
+    argv = ["--name", "L", "--runs-dir", str(tmp_path), "--agents", "sac", "--envs", "bandit", "--num-seeds", "2",
+            "--total-steps", "400", "--num-evals", "1", *TINY]
+    with rundir.Lock(tmp_path / "L", "study"):
+        assert study.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"is in use by another process (pid {os.getpid()}, study)" in err, err
+    assert not (tmp_path / "L").exists()
 
 
 def test_report_table_puts_the_papers_numbers_beside_ours():
