@@ -80,6 +80,20 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.write(rows)
 
+    def sync(self) -> None:
+        """Every row written so far on the disk: TensorBoard's events flushed and the metrics files
+        fsynced. Called at each checkpoint, so that a kill after it loses no row before it (and a
+        resume, which purges what follows the checkpoint, leaves each logged step exactly once)."""
+        if self.tb is not None:
+            self.tb.flush()
+        for path in (self.jsonl_path, self.csv_path):
+            if os.path.exists(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
@@ -92,10 +106,23 @@ class TensorBoardWriter:
     checkpoint it continues from (they are logged again)."""
 
     def __init__(self, run_dir: str, resume_step: int | None = None):
+        self.folder, self.part = os.path.join(run_dir, "tb"), 0
+        self.writer = self._open(None if resume_step is None else resume_step + 1)
+
+    def _open(self, purge_step: int | None = None):
+        """A new event file (TensorBoard reads a folder's files in name order: a timestamp, then
+        this part number)."""
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=None if resume_step is None else resume_step + 1,
-                                    flush_secs=30)
+        self.part += 1
+        return SummaryWriter(self.folder, purge_step=purge_step, flush_secs=30, filename_suffix=f".{self.part:04d}")
+
+    def flush(self) -> None:
+        """Every event added so far written to the file. tensorboardX's flush() leaves the events
+        still queued for its writer thread unwritten; close() drains the queue, so the file is
+        closed and the next events go to a new one."""
+        self.writer.close()
+        self.writer = self._open()
 
     def write(self, rows: list[dict]) -> None:
         by_step: dict[int, list[dict]] = {}

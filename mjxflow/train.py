@@ -534,6 +534,7 @@ def _run_schedule(run: Run, log, timings: Timings, sched, chunk, evaluate, write
             if interrupted:
                 progress.close()
             if end in sched.checkpoints or interrupted:  # the schedule's last checkpoint is the end
+                main and writer.sync()  # the rows up to this checkpoint reach the disk with it
                 with timings("checkpointing"):
                     checkpoint.save(run.mngr, iteration * cfg.num_envs, run.state, cfg.save_replay, wait=False)
             if interrupted:

@@ -87,6 +87,46 @@ def test_sigkill_during_a_save_then_resume_loses_nothing(reference, tmp_path):
     assert csv_run == csv_ref
 
 
+def tb_scalars(run, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"))  # TensorBoard's own reader (it applies the resume's purge)
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_sigkill_right_after_a_checkpoint_then_resume_logs_every_step_once(reference, tmp_path):
+    """Killed (SIGKILL) the moment the 1600-step checkpoint is complete: the metrics rows and the
+    TensorBoard events up to it are on the disk (they are synced at each checkpoint), and after the
+    resume tb/ holds every logged step exactly once, with the values of metrics.jsonl."""
+    crash = python(f"""
+        import os, signal, sys
+        from orbax.checkpoint._src.path import atomicity
+        finalize = atomicity.AtomicRenameTemporaryPath.finalize
+        async def finalize_then_kill(self, *a, **k):
+            out = await finalize(self, *a, **k)
+            if self._final_path.name == "1600":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+        atomicity.AtomicRenameTemporaryPath.finalize = finalize_then_kill
+        from mjxflow import train
+        sys.exit(train.main({args(tmp_path, "tb", "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6")!r}))
+    """, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = crash.communicate(timeout=600)
+    assert crash.returncode == -signal.SIGKILL, err
+    run = tmp_path / "tb"
+    assert "1600" in os.listdir(run / "checkpoints")
+    assert [s for s, _ in tb_scalars(run, "eval_return/seed_0")][:5] == [0, 400, 800, 1200, 1600]
+    assert train.main(["--resume", str(run)]) == 0
+    rows = read_jsonl(run / "metrics.jsonl")
+    for tag, key in (("eval_return/seed_0", "eval_return"), ("critic/loss/seed_1", "critic/loss")):
+        seed = int(tag[-1])
+        logged = [(r["env_steps"], r[key]) for r in rows if r["seed"] == seed and r.get(key) is not None]
+        got = tb_scalars(run, tag)
+        assert [s for s, _ in got] == [s for s, _ in logged], (tag, got)
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in logged], rtol=1e-6)
+
+
 def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
     proc = python(f"""
         import sys
