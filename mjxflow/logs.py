@@ -18,8 +18,8 @@ from mjxflow import rundir
 def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: float, last_eval: np.ndarray) -> list[dict]:
     """One row per seed summarising a chunk's per-iteration metrics of shape (iters, seeds).
 
-    `eval_return` is the latest evaluation so far (carried over when this chunk ran none; NaN
-    before the first, and NaN when the evaluation itself gave NaN), losses are chunk means over the
+    `eval_return` is the evaluation at the chunk's end, present only on the rows of a chunk that
+    ran one (NaN when the evaluation itself gave NaN); `last_eval` is updated with it. Losses are chunk means over the
     iterations that learned, `train_return` is the mean return of the training episodes that ended
     in this chunk.
     """
@@ -36,7 +36,7 @@ def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: floa
             "seed": s,
             "env_steps": end_iteration * num_envs,
             "wall_time": round(wall_time, 3),
-            "eval_return": float(last_eval[s]),
+            **({"eval_return": float(last_eval[s])} if done.size else {}),
             "train_return": float(metrics["train/return_sum"][:, s].sum() / episodes) if episodes else math.nan,
         }
         for key in sorted(metrics):

@@ -66,7 +66,9 @@ def load_curves(run_dir: str) -> Curves:
     cfg = rundir.read_json(cfg_path) if os.path.exists(cfg_path) else {}
     by_step: dict[int, dict[int, tuple[float, float]]] = {}
     for row in read_jsonl(metrics):
-        value = row.get("eval_return")
+        if "eval_return" not in row:  # a log point between evaluations
+            continue
+        value = row["eval_return"]
         by_step.setdefault(int(row["env_steps"]), {})[int(row["seed"])] = (
             math.nan if value is None else float(value), float(row.get("wall_time") or 0.0))
     if not by_step:

@@ -355,7 +355,7 @@ def _open(run: Run, figures: dict, log) -> None:
         run.frozen = read_frozen(run_dir, step, write=parallel.is_main())
         for r in truncate_metrics(run_dir, step, write=parallel.is_main()):  # drop rows logged after the checkpoint
             run.wall_offset = max(run.wall_offset, r["wall_time"])
-            if r["eval_return"] is not None:
+            if r.get("eval_return") is not None:
                 run.last_eval[r["seed"]] = r["eval_return"]
                 run.best[r["seed"]] = max(run.best[r["seed"]], r["eval_return"])
     else:
