@@ -127,14 +127,31 @@ class Lock:
         self.release()
 
 
-def make_dir(folder: str) -> None:
-    """Create the run folder `folder` (its parents as needed) atomically: a ConfigError, not a
-    FileExistsError traceback, when it exists already."""
+def make_dir(folder: str, fill=None) -> None:
+    """Create the run folder `folder` (its parents as needed) atomically: it is built as a hidden
+    sibling (`.NAME.new-*`), `fill(path)` writes its first files there, and one rename makes it
+    appear whole (a kill mid-way leaves no half-made run, only the hidden folder, which the next
+    start of that name removes). A ConfigError, not a FileExistsError traceback, when it exists
+    already. The caller holds the folder's Lock."""
+    import glob
+    import shutil
+    import tempfile
+
     from mjxflow.errors import ConfigError
 
-    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
-    try:
-        os.mkdir(folder)
-    except FileExistsError:
+    folder = os.path.normpath(os.path.abspath(folder))
+    parent, name = os.path.split(folder)
+    os.makedirs(parent, exist_ok=True)
+    for left in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.new-*")):
+        shutil.rmtree(left, ignore_errors=True)  # a start killed before its rename
+    if os.path.exists(folder):
         raise ConfigError(f"run directory {folder} already exists; pick another --run-name, or pass --resume "
-                          f"{folder} or --overwrite") from None
+                          f"{folder} or --overwrite")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.new-")
+    try:
+        if fill is not None:
+            fill(tmp)
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -202,14 +202,19 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: str, derived_figures: dict) -> bo
         parallel.barrier("run directory ready")
         return False
     created = cfg.resume is None
+
+    def write_config(folder: str) -> None:
+        save_json(dataclasses.replace(cfg, restart=False, print_config=False), rundir.path(folder, rundir.CONFIG),
+                  extra={"derived": derived_figures})  # restart is a one-time choice
+
     if created:
         if os.path.exists(run_dir) and not cfg.overwrite:
             raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)  # the lock is ours: no other process is using it
-        rundir.make_dir(run_dir)
-    save_json(dataclasses.replace(cfg, restart=False, print_config=False), rundir.path(run_dir, rundir.CONFIG),
-              extra={"derived": derived_figures})  # restart is a one-time choice
+        rundir.make_dir(run_dir, fill=write_config)  # appears with its config.json, or not at all
+    else:
+        write_config(run_dir)
     parallel.barrier("run directory ready")
     return created
 

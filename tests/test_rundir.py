@@ -50,3 +50,33 @@ def test_a_cut_short_config_is_one_line_and_exit_2(tmp_path, capsys, command):
     assert main() == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{run / 'config.json'} is damaged (" in err, err
+
+
+def test_a_run_folder_appears_whole_or_not_at_all(tmp_path):
+    """make_dir builds the folder as a hidden sibling and renames it: a failure while its first
+    files are written leaves nothing under the name; a start killed there leaves only the hidden
+    sibling, which the next start of the name removes; an existing folder is a one-line error."""
+    from mjxflow.errors import ConfigError
+
+    def fill(folder):
+        rundir.write_json(os.path.join(folder, "config.json"), {"a": 1})
+        raise OSError("no space left on device (simulated)")
+
+    with pytest.raises(OSError, match="simulated"):
+        rundir.make_dir(str(tmp_path / "r"), fill)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / ".r.new-killed").mkdir()  # as a SIGKILL between the sibling and the rename leaves it
+    rundir.make_dir(str(tmp_path / "r"), lambda f: rundir.write_json(os.path.join(f, "config.json"), {"a": 2}))
+    assert os.listdir(tmp_path) == ["r"] and json.loads((tmp_path / "r" / "config.json").read_text()) == {"a": 2}
+    with pytest.raises(ConfigError, match="already exists"):
+        rundir.make_dir(str(tmp_path / "r"))
+
+
+def test_a_lock_names_its_holder_and_frees_on_release(tmp_path):
+    from mjxflow.errors import InUse
+
+    with rundir.Lock(str(tmp_path / "run"), "training"):
+        with pytest.raises(InUse, match=rf"in use by another process \(pid {os.getpid()}, training\)"):
+            rundir.Lock(str(tmp_path / "run"), "evaluate").acquire()
+    with rundir.Lock(str(tmp_path / "run"), "evaluate"):
+        pass
