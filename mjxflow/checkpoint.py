@@ -157,6 +157,20 @@ def muted(*loggers: str):
             log.setLevel(level)
 
 
+class _SaveFailureFilter(logging.Filter):
+    """Drops orbax's log records of a failed background save: the failure itself is raised again
+    by the next save or close, and reported there (in one line where it is a full disk)."""
+
+    MARKS = ("in background save thread", "Save Finalize thread")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(mark in str(record.msg) for mark in self.MARKS)
+
+
+SAVE_FAILURES = _SaveFailureFilter()
+logging.getLogger("absl").addFilter(SAVE_FAILURES)
+
+
 class QuietReads:
     """Holds back what is printed to stderr (file descriptor 2) while a checkpoint is read.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -577,11 +578,43 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         return _train(run, log, t)
     except TrainingStopped:  # its metrics and frozen records say what went wrong: kept
         raise
-    except BaseException:
-        discard_failed_start(run)
-        raise
+    except BaseException as e:
+        full = disk_full(e)
+        if full is None:
+            discard_failed_start(run)
+            raise
+        raise TrainingStopped(out_of_space(run, full)) from None
     finally:
         run.lock and run.lock.release()
+
+
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The 'no space left on device' error behind `e` (raised directly, or by a background
+    checkpoint write and re-raised by orbax), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def out_of_space(run: Run, error: OSError) -> str:
+    """The one line that stops a run whose disk filled up; the run's last complete checkpoint is
+    left as it is (orbax writes each into a temporary folder and renames it whole)."""
+    if run.mngr is not None:
+        try:
+            run.mngr.close()
+        except Exception:  # the same error again, from the write still pending
+            pass
+    where = f" writing {error.filename}" if error.filename else ""
+    kept = checkpoint.sizes(run.run_dir) if os.path.isdir(run.run_dir) else {}
+    if not kept:
+        discard_failed_start(run)
+        return f"no space left on device{where}, before the run's first checkpoint; free some space and start it again"
+    return (f"no space left on device{where}; the last complete checkpoint, at {max(kept):,} env steps, is intact: "
+            f"free some space, then continue with: python -m mjxflow.train --resume {run.run_dir}")
 
 
 def _train(run: Run, log, t: float) -> TrainResult:

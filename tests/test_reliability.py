@@ -127,6 +127,51 @@ def test_sigkill_right_after_a_checkpoint_then_resume_logs_every_step_once(refer
         np.testing.assert_allclose([v for _, v in got], [v for _, v in logged], rtol=1e-6)
 
 
+def test_a_full_disk_during_a_checkpoint_stops_in_one_line_and_resumes(reference, tmp_path):
+    """The 1600-step checkpoint's write fails for lack of space (inside orbax's background save):
+    the run stops with one line naming the last complete checkpoint, exit 1; that checkpoint is
+    intact and the resume continues exactly."""
+    crash = python(f"""
+        import errno, sys
+        from orbax.checkpoint._src.path import atomicity
+        finalize = atomicity.AtomicRenameTemporaryPath.finalize
+        async def full(self, *a, **k):
+            if self._final_path.name == "1600":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return await finalize(self, *a, **k)
+        atomicity.AtomicRenameTemporaryPath.finalize = full
+        from mjxflow import train
+        sys.exit(train.main({args(tmp_path, "full", "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6")!r}))
+    """, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = crash.communicate(timeout=600)
+    run = tmp_path / "full"
+    lines = [line for line in err.strip().splitlines() if not line.startswith("[")]  # the progress lines aside
+    assert crash.returncode == 1 and lines == [f"stopped: no space left on device; the last complete checkpoint, at "
+                                               f"800 env steps, is intact: free some space, then continue with: "
+                                               f"python -m mjxflow.train --resume {run}"], err
+    assert train.main(["--resume", str(run)]) == 0
+    assert without_wall_time(read_jsonl(run / "metrics.jsonl")) == without_wall_time(read_jsonl(reference / "metrics.jsonl"))
+
+
+def test_a_full_disk_while_logging_stops_in_one_line(tmp_path, capsys, monkeypatch):
+    from mjxflow import logs
+
+    real, calls = logs.MetricsWriter.write, []
+
+    def write(self, rows):
+        calls.append(1)
+        if len(calls) == 4:  # after the 800-step checkpoint
+            raise OSError(28, "No space left on device", str(tmp_path / "full" / "metrics.jsonl"))
+        return real(self, rows)
+
+    monkeypatch.setattr(logs.MetricsWriter, "write", write)
+    assert train.main(args(tmp_path, "full", "--total-steps", "2400", "--num-checkpoints", "3", "--num-evals", "6")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"stopped: no space left on device writing {tmp_path / 'full' / 'metrics.jsonl'}; the last "
+                       f"complete checkpoint, at 800 env steps, is intact: free some space, then continue with: "
+                       f"python -m mjxflow.train --resume {tmp_path / 'full'}"), err
+
+
 def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
     proc = python(f"""
         import sys
