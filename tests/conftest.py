@@ -74,3 +74,13 @@ def bandit_sac() -> Compiled:
     cfg = tiny_config()
     loop = build_loop(cfg)
     return Compiled(cfg=cfg, loop=loop, init=loop.initial_state, chunk=loop.make_train_chunk())
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: to show that nothing was changed."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out

@@ -17,6 +17,8 @@ import pytest
 from mjxflow import evaluate, health, train
 from mjxflow.logs import read_jsonl
 
+from conftest import snapshot
+
 TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--chunk-iters", "50", "--eval-episodes", "8",
         "--min-replay", "256", "--batch-size", "64", "--replay-size", "2000", "--updates-per-iter", "2"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,16 +229,6 @@ def test_damaged_latest_checkpoint_is_reported_and_the_previous_used(reference, 
     # the redone steps up to 2400 match the uninterrupted run exactly
     ref = without_wall_time(read_jsonl(reference / "metrics.jsonl"))
     assert without_wall_time(rows)[: len(ref)] == ref
-
-
-def snapshot(folder):
-    """Every file under `folder` with its bytes: to show that nothing was changed."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
 
 
 def test_resume_without_a_checkpoint_stops_unless_restart(tmp_path, capsys):

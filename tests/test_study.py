@@ -13,6 +13,8 @@ import pytest
 from mjxflow import checkpoint, stats, study, train
 from mjxflow.logs import read_jsonl
 
+from conftest import snapshot
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ["MJXFLOW_TEST_CACHE"]
 TINY = ["--num-envs", "8", "--chunk-iters", "50", "--eval-episodes", "8", "--min-replay", "256", "--batch-size", "64",
@@ -235,15 +237,6 @@ def damage(folder):
             path = os.path.join(root, name)
             with open(path, "r+b") as f:
                 f.truncate(os.path.getsize(path) // 2)
-
-
-def snapshot(folder):
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
 
 
 def test_the_study_never_wipes_an_unreadable_cell(tmp_path, capsys):
