@@ -8,7 +8,6 @@ Training writes each run's own `curve.png` through `plot_runs` as well.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys

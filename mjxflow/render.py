@@ -15,7 +15,6 @@ Pure-JAX probe tasks have no bodies to draw and are refused.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

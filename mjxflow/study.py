@@ -30,7 +30,7 @@ from mjxflow import stats
 from mjxflow.agents import AGENT_NAMES
 from mjxflow.cli import run_command
 from mjxflow.errors import ConfigError, InUse, TrainingStopped
-from mjxflow.config import AGENT_GROUP, SWEEP_GROUPS, option_group, parse_sweep, point_label
+from mjxflow.config import AGENT_GROUP, SWEEP_GROUPS, option_group, parse_sweep
 from mjxflow.envs import ENV_NAMES
 
 # The FPMD paper's Table 1 (best mean return over 5 seeds, Gym MuJoCo v4, 1M env steps; Humanoid 5M).
