@@ -53,7 +53,6 @@ from mjxflow.errors import ConfigError
 from mjxflow.config import TrainConfig
 from mjxflow.envs import check_env_name, check_physics, make_env
 
-INT32_MAX = 2**31 - 1
 MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update", "devices")
 DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
 
@@ -134,6 +133,8 @@ def validate(cfg: BenchConfig) -> None:
                  "peer_timeout"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
+    from mjxflow.train import INT32_MAX
+
     for name in ("num_envs", "seeds", "latency_batch", "batch_size", "updates_per_iter", "iters", "repeats",
                  "fpmd_particles", "fpmd_train_steps", "latency_steps"):
         value = getattr(cfg, name)

@@ -140,10 +140,11 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
             cells = " | ".join(f"{f:.3f}" for f in row)
             log(f"| {s} | {cells} | {1 - row.sum():.3f} | {int(kept)} |")
     if cfg.save:
-        os.makedirs(rundir.path(cfg.run, rundir.EVALS), exist_ok=True)
-        rundir.write_json(os.path.join(rundir.path(cfg.run, rundir.EVALS), f"{run.step}.json"), result)
-        rundir.write_json(rundir.path(cfg.run, rundir.EVAL), result)
-        log(f"wrote {rundir.path(cfg.run, rundir.EVALS)}/{run.step}.json and {rundir.path(cfg.run, rundir.EVAL)} (latest)")
+        per_step, latest = os.path.join(rundir.path(cfg.run, rundir.EVALS), f"{run.step}.json"), rundir.path(cfg.run, rundir.EVAL)
+        os.makedirs(os.path.dirname(per_step), exist_ok=True)
+        rundir.write_json(per_step, result)
+        rundir.write_json(latest, result)
+        log(f"wrote {per_step} and {latest} (latest)")
     if cfg.video:
         from mjxflow.render import render_in_child
 

@@ -290,8 +290,10 @@ def cell_state(cell: Cell) -> tuple[str, int, int, str | None]:
     return "done", steps[-1], want, None
 
 
-def restart_command(cell: Cell) -> str:
-    return f"python -m mjxflow.train --resume {cell.run_dir} --restart"
+def leave_alone(cell: Cell, why: str, restartable: bool) -> str:
+    """The line naming a cell the study does not train, and the command that restarts it."""
+    restart = f"; to train it again from the start: python -m mjxflow.train --resume {cell.run_dir} --restart"
+    return f"{cell.name}: {why}" + (restart if restartable else "")
 
 
 def print_plan(plan: Plan, log=print) -> None:
@@ -324,7 +326,7 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str]]:
                 log(f"{head}: done, skipped")
                 continue
             if state == "unreadable":
-                left.append(f"{cell.name}: {why}; to train it again from the start: {restart_command(cell)}")
+                left.append(leave_alone(cell, why, True))
                 log(f"{head}: left alone: {left[-1]}")
                 continue
             log(f"{head}: " + ("starting" if state == "todo" else f"resuming from {saved:,} env steps"))
@@ -338,12 +340,8 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str]]:
             except TrainingStopped as e:
                 log(f"{head}: stopped ({e}); the other cells go on")
                 continue
-            except InUse as e:
-                left.append(f"{cell.name}: {e}")
-                log(f"{head}: left alone: {left[-1]}")
-                continue
-            except ConfigError as e:  # e.g. no checkpoint of a partial cell reads back
-                left.append(f"{cell.name}: {e}; to train it again from the start: {restart_command(cell)}")
+            except ConfigError as e:  # no checkpoint of a partial cell reads back, or another process holds it
+                left.append(leave_alone(cell, str(e), not isinstance(e, InUse)))
                 log(f"{head}: left alone: {left[-1]}")
                 continue
             if result.interrupted:

@@ -209,11 +209,9 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: str, derived_figures: dict) -> bo
                   extra={"derived": derived_figures})  # restart is a one-time choice
 
     if created:
-        if os.path.exists(run_dir) and not cfg.overwrite:
-            raise ConfigError(f"run directory {run_dir} already exists; pick another --run-name, or pass --resume {run_dir} or --overwrite")
-        if os.path.exists(run_dir):
+        if cfg.overwrite and os.path.exists(run_dir):
             shutil.rmtree(run_dir)  # the lock is ours: no other process is using it
-        rundir.make_dir(run_dir, fill=write_config)  # appears with its config.json, or not at all
+        rundir.make_dir(run_dir, fill=write_config)  # appears with its config.json, or not at all ("already exists")
     else:
         write_config(run_dir)
     parallel.barrier("run directory ready")
