@@ -5,13 +5,15 @@ before the last complete checkpoint was lost (against an uninterrupted reference
     python benchmarks/kill_trials.py --trials 20 --out /tmp/kill-trials
 
 Each trial re-runs the same study command (which resumes its cell) and SIGKILLs it after a random
-delay drawn between 0 and 1.5 x the reference run's wall time; then it checks:
+delay drawn between 0 and the reference run's wall time; then it checks:
   - every JSON file under the study parses (config.json, study.json, frozen.json, eval.json ...);
   - `python -m mjxflow.study ... --report` exits 0 (or says that no cell has metrics yet);
   - `python -m mjxflow.evaluate --run CELL --no-save` exits 0 (or says the run has no checkpoint yet);
   - the cell's metrics rows up to its last complete checkpoint equal the reference's (wall time aside).
-After the last trial the study is run to its end and its metrics must equal the reference's.
-Prints one row per trial and exits 1 if any check failed.
+A launch that finishes before its kill lands (a resumed study has less left to do) is not a trial:
+it is reported as such, checked the same way, and the next launches kill a new study, until
+--trials kills have landed. After the last trial the study is run to its end, and the metrics of
+every study must equal the reference's. Prints one row per launch and exits 1 if any check failed.
 """
 
 from __future__ import annotations
@@ -91,14 +93,18 @@ def main() -> int:
     ref_cell = os.path.join(args.out, "ref", "bandit", "sac")
     reference = rows_of(ref_cell)
     print(f"reference study: {wall:.1f} s, {len(reference)} rows, checkpoints {complete_checkpoints(ref_cell)}")
-    print("| trial | study | killed after (s) | last checkpoint | rows kept | rows lost before it | bad JSON | report | "
+    print("| launch | trial | study | killed after (s) | last checkpoint | rows kept | rows lost before it | bad JSON | report | "
           "evaluate | ok |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    failures, study, done = 0, 1, []
-    for trial in range(1, args.trials + 1):
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    failures, study, done, kills, launch = 0, 1, [], 0, 0
+    while kills < args.trials:
+        launch += 1
+        if launch > 3 * args.trials:
+            print(f"only {kills} kills landed in {launch - 1} launches")
+            return 1
         name = f"K{study}"
         cell = os.path.join(args.out, name, "bandit", "sac")
-        delay = rng.uniform(0.0, 1.5 * wall)  # some kills land in the start-up, some in training or a save, some after the end
+        delay = rng.uniform(0.0, wall)  # some kills land in the start-up, some in training or a save
         proc = subprocess.Popen(study_cmd(args.out, name), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(timeout=delay)
@@ -120,8 +126,9 @@ def main() -> int:
         ev_ok = ev.returncode == 0 or (not steps and ("has no checkpoints" in ev.stderr or "is not a run directory" in ev.stderr))
         ok = report_ok and ev_ok and not lost and not bad
         failures += not ok
-        note = "finished" if finished else f"{delay:.1f}"
-        print(f"| {trial} | {name} | {note} | {last:,} | {len(rows)} | {lost} | {len(bad)} | {report.returncode} | "
+        kills += not finished
+        note = f"finished before {delay:.1f}" if finished else f"{delay:.1f}"
+        print(f"| {launch} | {'-' if finished else kills} | {name} | {note} | {last:,} | {len(rows)} | {lost} | {len(bad)} | {report.returncode} | "
               f"{ev.returncode} | {'yes' if ok else 'NO: ' + (report.stderr + ev.stderr).strip()[-300:] + ' ' + ' '.join(bad)} |",
               flush=True)
         if finished:  # the next trials kill a new study

@@ -72,8 +72,11 @@ def test_warp_physics_trains_and_evaluates(tmp_path):
     rows = read_jsonl(os.path.join(run, "metrics.jsonl"))
     assert max(r["env_steps"] for r in rows) == 64
     final = {r["seed"]: r["eval_return"] for r in rows if r["env_steps"] == 64}
-    assert all(np.isfinite(v) and v > 0 for v in final.values())
-    assert any(r.get("critic/loss") is not None for r in rows)  # it learned, not only collected
+    assert all(np.isfinite(v) for v in final.values())
+    # it trained, not only collected: at 64 steps the critic, actor and temperature had updated (alpha moved
+    # off its initial 1.0). 64 steps cannot show learning; the old `return > 0` held for any policy.
+    last = [r for r in rows if r["env_steps"] == 64]
+    assert all(np.isfinite(r["critic/loss"]) and np.isfinite(r["actor/loss"]) and r["alpha/value"] != 1.0 for r in last), last
     assert evaluate.main(["--run", run, "--episodes", "2"]) == 0
     result = json.load(open(os.path.join(run, "eval.json")))
     assert [s["episode_return_mean"] for s in result["per_seed"]] == [final[0], final[1]]
