@@ -434,3 +434,46 @@ def test_progress_on_a_terminal_moves_a_bar_and_keeps_evaluations():
     kept = [line for line in text.splitlines() if line.startswith("[")]
     assert [line[:7] for line in kept] == ["[ 50.0%", "[100.0%"]  # the evaluation at 50 and the end
     assert "━" in text and "100/100 |" in text and "eval 3.00" in text  # the bar and its figures
+
+
+def test_a_live_study_refuses_a_second_process_of_its_names_and_finishes_whole(reference, tmp_path, capsys):
+    """A real study trains its cell in another process (held still with SIGSTOP after its first
+    progress line, so the attempts below meet a live run): a second study of its name, a new run of
+    its cell's name, an --overwrite of the cell and a --resume of it are each refused (exit 2, one
+    line naming the pid); let go, the first finishes whole, its metrics those of an uninterrupted run."""
+    from mjxflow import study
+
+    opts = ["--runs-dir", str(tmp_path), "--agents", "smfp", "--envs", "bandit", "--total-steps", "2400",
+            "--num-checkpoints", "3", "--num-evals", "6", "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"],
+            *[a for a in TINY if a not in ("--env", "bandit")]]
+    first = python(f"""
+        import sys
+        from mjxflow import study
+        sys.exit(study.main({["--name", "S", *opts]!r}))
+    """, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in first.stdout:
+        lines.append(line)
+        if "steps/s" in line:  # training is under way: the cell's run directory exists and is held
+            first.send_signal(signal.SIGSTOP)
+            break
+    cell = tmp_path / "S" / "bandit" / "smfp"  # the reference's options: its metrics must match
+    try:
+        assert (cell / "config.json").exists(), "".join(lines)
+        before = snapshot(tmp_path / "S")
+        held = f"is in use by another process (pid {first.pid}, "
+        attempts = [(study.main, ["--name", "S", *opts]),
+                    (train.main, args(cell.parent, cell.name, "--total-steps", "2400")),
+                    (train.main, args(cell.parent, cell.name, "--total-steps", "2400", "--overwrite")),
+                    (train.main, ["--resume", str(cell)])]
+        for main, argv in attempts:
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and held in err, err
+        assert snapshot(tmp_path / "S") == before  # nothing of the live study changed
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out = "".join(lines) + first.communicate(timeout=600)[0]
+    assert first.returncode == 0, out
+    assert sorted(os.listdir(cell / "checkpoints"), key=int) == ["800", "1600", "2400"]
+    assert without_wall_time(read_jsonl(cell / "metrics.jsonl")) == without_wall_time(read_jsonl(reference / "metrics.jsonl"))
