@@ -116,7 +116,7 @@ def main() -> int:
         steps = complete_checkpoints(cell)
         last = steps[-1] if steps else 0
         rows = rows_of(cell)
-        want = [r for r in reference if r["env_steps"] <= last]
+        want = [r for r in reference if r["env_steps"] <= last] if steps else []  # no checkpoint: nothing to keep yet
         lost = sum(1 for r in want if r not in rows)
         bad = json_problems(os.path.join(args.out, name))
         report = run([*study_cmd(args.out, name), "--report"])

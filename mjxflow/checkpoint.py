@@ -47,15 +47,17 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.abspath(rundir.path(run_dir, rundir.CHECKPOINTS))
 
 
-def manager(run_dir: str, keep: int | None = None, background: bool = False) -> ocp.CheckpointManager:
+def manager(run_dir: str, keep: int | None = None, background: bool = False, writer: bool = False) -> ocp.CheckpointManager:
     """The run's Orbax checkpoint manager. `background`: a save returns once the arrays are copied
     into host memory (Orbax's blocking part) and a background thread writes the files while training
     goes on; the next save, or close(), waits for it. The next chunk may donate the saved buffers
     at once, since the writer reads the host copies (tests/test_loop.py checks it). A checkpoint
     appears only when complete (written under a temporary name, renamed at the end), so a crash
-    during a write leaves the previous checkpoint whole."""
+    during a write leaves the previous checkpoint whole. Only the `writer` (the training process,
+    which holds the run's lock) removes the temporary folders of unfinished saves: a reader
+    (evaluate, a study's report, load_policy) could otherwise delete a live run's save in progress."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=background,
-                                           cleanup_tmp_directories=True)
+                                           cleanup_tmp_directories=writer)
     return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options)
 
 
@@ -288,7 +290,7 @@ def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[st
     failed: list[tuple[int, str]] = []
     found = None
     with muted("absl"):  # orbax logs damaged metadata as errors; it is reported below, once
-        mngr = manager(run_dir, keep, background)
+        mngr = manager(run_dir, keep, background, writer=True)
         for step in sorted(mngr.all_steps(), reverse=True):
             try:
                 found = (step, *read_checkpoint(mngr, run_dir, step, loop))
@@ -310,7 +312,7 @@ def restore_latest(run_dir: str, keep: int | None, loop: Loop, log: Callable[[st
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.move(os.path.join(checkpoint_dir(run_dir), str(step)), dest)
             log(f"checkpoint at {step:,} env steps cannot be read: {why}; moved it to {dest}")
-        mngr = manager(run_dir, keep, background)
+        mngr = manager(run_dir, keep, background, writer=True)
     if found is None:
         return mngr, None, None, False
     return (mngr, *found)

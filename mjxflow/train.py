@@ -352,7 +352,7 @@ def _open(run: Run, figures: dict, log) -> None:
     if restored is not None:
         run.mngr, step, run.state, had_replay = restored
     else:
-        run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints, background=True)
+        run.mngr = checkpoint.manager(run_dir, cfg.keep_checkpoints, background=True, writer=True)
     if step is not None:
         run.resumed_from = step
         log(f"resumed from checkpoint at {step:,} env steps" + ("" if had_replay else " (without replay buffer)"))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +81,11 @@ def test_sigkill_during_a_save_then_resume_loses_nothing(reference, tmp_path):
     assert any(n.startswith("1600") and "tmp" in n for n in names), names  # the half-written save
     # logged past the last whole checkpoint (800); the save runs in the background, so a chunk may follow it
     assert max(r["env_steps"] for r in read_jsonl(run / "metrics.jsonl")) >= 1600
+    # a reader leaves an unfinished save alone (a live run's would be in progress): evaluate --no-save
+    # reads the 800 checkpoint and the temporary folder is still there a second later
+    assert evaluate.main(["--run", str(run), "--no-save", "--compile-cache", os.environ["MJXFLOW_TEST_CACHE"]]) == 0
+    time.sleep(1.0)
+    assert sorted(os.listdir(run / "checkpoints")) == sorted(names)
 
     assert train.main(["--resume", str(run)]) == 0
     assert sorted(os.listdir(run / "checkpoints")) == ["1600", "2400", "800"]  # no temporary left
