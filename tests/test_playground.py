@@ -2,9 +2,7 @@
 against the jax implementation (every task is compiled and stepped in test_playground_tasks.py)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from mjxflow.envs import EpisodeEnv, PLAYGROUND_TASKS, make_env
 

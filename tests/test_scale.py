@@ -10,7 +10,7 @@ import pytest
 
 from mjxflow import checkpoint, scale, train
 from mjxflow.config import CriticConfig, TrainConfig, load_json
-from mjxflow.envs import CATALOGUE, ENV_NAMES
+from mjxflow.envs import CATALOGUE
 from mjxflow.logs import read_jsonl
 
 from conftest import compile_events, tiny_config

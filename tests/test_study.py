@@ -3,7 +3,6 @@ through the real command line; the estimators against their definitions."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
