@@ -307,10 +307,12 @@ def print_plan(plan: Plan, log=print) -> None:
         log(f"| {i} | {cell.env} | {cell.label} | {cell.agent} | {plan.num_seeds} | {want:,} | {shown} | {extra} |")
 
 
-def run_plan(plan: Plan, log=print) -> tuple[bool, list[str]]:
+def run_plan(plan: Plan, log=print) -> tuple[bool, list[str], dict[str, str]]:
     """Train every cell not finished, holding the study's lock; (False when a signal stopped a
     cell (saved, resumable), the cells left alone because they cannot be read, each with the
-    command that restarts it). No cell is ever wiped or restarted unasked."""
+    command that restarts it, {cell name: "done"} for the cells known done: skipped as done or
+    trained to the end here, so the report need not read their checkpoints again). No cell is ever
+    wiped or restarted unasked."""
     from mjxflow import train
 
     with rundir.Lock(plan.root, "study"):
@@ -318,12 +320,14 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str]]:
         rundir.write_json(os.path.join(plan.root, STUDY_FILE), {"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
                                                                 "cells": [dataclasses.asdict(c) for c in plan.cells]})
         left: list[str] = []
+        known: dict[str, str] = {}
         n = len(plan.cells)
         for i, cell in enumerate(plan.cells, 1):
             state, saved, want, why = cell_state(cell)
             head = f"[cell {i}/{n}] {cell.name} ({cell.agent}, {plan.num_seeds} seeds, {want:,} env steps)"
             if state == "done":
                 log(f"{head}: done, skipped")
+                known[cell.name] = "done"
                 continue
             if state == "unreadable":
                 left.append(leave_alone(cell, why, True))
@@ -346,8 +350,9 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str]]:
                 continue
             if result.interrupted:
                 log(f"study stopped during {cell.name}; run the same command again to continue")
-                return False, left
-        return True, left
+                return False, left, known
+            known[cell.name] = "done"
+        return True, left, known
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -365,9 +370,9 @@ class Row:
     paper: float | None = None
 
 
-def load_rows(plan_data: dict) -> tuple[list[Row], list[str]]:
+def load_rows(plan_data: dict, known: dict[str, str] | None = None) -> tuple[list[Row], list[str]]:
     """One row per cell (per grid point in a sweep) from its metrics.jsonl; the cells with no
-    metrics yet are listed as missing."""
+    metrics yet are listed as missing. A cell's state is `known`'s (run_plan's) or read by cell_state."""
     from mjxflow.plot import load_point_curves
 
     rows, missing = [], []
@@ -378,7 +383,7 @@ def load_rows(plan_data: dict) -> tuple[list[Row], list[str]]:
             missing.append(cell.name)
             continue
         try:
-            state = cell_state(cell)[0]
+            state = (known or {}).get(cell.name) or cell_state(cell)[0]
         except ConfigError:
             state = "?"
         frozen_path = rundir.path(cell.run_dir, rundir.FROZEN)
@@ -500,13 +505,14 @@ def plot_report(rows: list[Row], out_dir: str) -> list[str]:
     return [curves, profile]
 
 
-def write_report(root: str, log=print) -> str:
-    """runs/NAME/table.md, curves.png and profile.png from the saved metrics; returns the table."""
+def write_report(root: str, log=print, known: dict[str, str] | None = None) -> str:
+    """runs/NAME/table.md, curves.png and profile.png from the saved metrics (cell states: see
+    load_rows); returns the table."""
     path = os.path.join(root, STUDY_FILE)
     if not os.path.exists(path):
         raise ConfigError(f"{root} is not a study folder (no {STUDY_FILE}); run the study first")
     data = rundir.read_json(path)
-    rows, missing = load_rows(data)
+    rows, missing = load_rows(data, known)
     if not rows:
         raise ConfigError(f"study {data['name']} has no cell with metrics yet")
     table = report_table(rows, missing, bool(data.get("paper")))
@@ -531,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_plan:
             print_plan(plan)
             return 0
-        finished, left = run_plan(plan)
-        write_report(plan.root)
+        finished, left, known = run_plan(plan)
+        write_report(plan.root, known=known)
         for line in left:
             print(f"cell {line}", file=sys.stderr)
         return 130 if not finished else (1 if left else 0)

@@ -108,7 +108,7 @@ STUDY = [sys.executable, "-m", "mjxflow.study", "--agents", "sac", "smfp", "--en
          "--num-seeds", "3", "--total-steps", "1600", "--num-evals", "4", *TINY]
 
 
-def test_study_runs_the_grid_survives_a_kill_and_reruns_without_training(tmp_path):
+def test_study_runs_the_grid_survives_a_kill_and_reruns_without_training(tmp_path, monkeypatch):
     """The Done-when command at test size (its 4 cells, smaller budgets): killed (SIGKILL) while its
     third cell trains, re-run to the end; the report has its IQM / CI column and figures; a third
     run trains nothing and writes the same table."""
@@ -139,6 +139,13 @@ def test_study_runs_the_grid_survives_a_kill_and_reruns_without_training(tmp_pat
     third = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True)
     assert third.returncode == 0 and "compiled" not in third.stdout
     assert all("skipped" in c for c in third.stdout.splitlines() if c.startswith("[cell "))
+    assert (root / "table.md").read_text() == table
+    # each cell's checkpoint is read back once per run (to know it is done), not again for the report
+    checked = []
+    state_of = study.cell_state
+    monkeypatch.setattr(study, "cell_state", lambda cell: checked.append(cell.name) or state_of(cell))
+    assert study.main(cmd[3:]) == 0
+    assert sorted(checked) == [f"{env} / {agent}" for env in ("bandit", "multigoal") for agent in ("sac", "smfp")], checked
     assert (root / "table.md").read_text() == table
 
 
