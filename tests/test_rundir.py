@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -15,12 +18,22 @@ def test_write_json_replaces_the_file_whole(tmp_path):
     assert json.loads(path.read_text()) == {"a": 2, "b": [1, 2]} and os.listdir(tmp_path) == ["config.json"]
 
 
-def test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary(tmp_path):
-    """The object stops being serialisable part way through: with a write in place the file would
-    be cut short (its first keys written, the rest lost)."""
+def test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    """The disk fills while the new text is made durable (fsync fails): a write in place would
+    leave the file truncated or half new; here the previous file is whole and no temporary is left."""
+    import errno
+
     path = tmp_path / "frozen.json"
     rundir.write_json(str(path), {"0": {"seed": 0}})
-    with pytest.raises(TypeError):
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="simulated"):
+        rundir.write_json(str(path), {"0": {"seed": 0}, "1": {"seed": 1}})
+    assert json.loads(path.read_text()) == {"0": {"seed": 0}} and os.listdir(tmp_path) == ["frozen.json"]
+    with pytest.raises(TypeError):  # not serialisable: nothing is written either
         rundir.write_json(str(path), {"0": {"seed": 0}, "1": object()})
     assert json.loads(path.read_text()) == {"0": {"seed": 0}} and os.listdir(tmp_path) == ["frozen.json"]
 
@@ -65,7 +78,12 @@ def test_a_run_folder_appears_whole_or_not_at_all(tmp_path):
     with pytest.raises(OSError, match="simulated"):
         rundir.make_dir(str(tmp_path / "r"), fill)
     assert os.listdir(tmp_path) == []
-    (tmp_path / ".r.new-killed").mkdir()  # as a SIGKILL between the sibling and the rename leaves it
+    # a process killed (SIGKILL: no clean-up) after its first file is written leaves no folder of the name
+    code = ("import os, signal, sys; from mjxflow import rundir; rundir.make_dir(sys.argv[1], lambda f: ("
+            "rundir.write_json(os.path.join(f, 'config.json'), {'a': 1}), os.kill(os.getpid(), signal.SIGKILL)))")
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "r" not in os.listdir(tmp_path) and [n for n in os.listdir(tmp_path) if n.startswith(".r.new-")], os.listdir(tmp_path)
     rundir.make_dir(str(tmp_path / "r"), lambda f: rundir.write_json(os.path.join(f, "config.json"), {"a": 2}))
     assert os.listdir(tmp_path) == ["r"] and json.loads((tmp_path / "r" / "config.json").read_text()) == {"a": 2}
     with pytest.raises(ConfigError, match="already exists"):
