@@ -22,7 +22,7 @@ from mjxflow.config import TrainConfig, parse_sweep, with_values
 from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, member_rollout_returns
 from mjxflow.normalizer import RunningStats
 from mjxflow.replay import Replay
-from mjxflow.scale import resolve, transition_bytes, transition_example
+from mjxflow.scale import resolve, transition_bytes, transition_example, unresolved
 
 
 def all_finite(tree) -> jax.Array:
@@ -77,10 +77,9 @@ class Loop:
     """Static pieces of a run (config, env, agent) and the pure functions built from them."""
 
     def __init__(self, cfg: TrainConfig, env: Env, agent: Agent, placement: parallel.Placement | None = None):
-        unresolved = [f for f in ("total_steps", "replay_size", "min_replay", "batch_size", "updates_per_iter",
-                                  "chunk_iters") if getattr(cfg, f) is None]
-        if unresolved:
-            raise ValueError(f"Loop needs a resolved config (mjxflow.scale.resolve); unset: {', '.join(unresolved)}")
+        left = unresolved(cfg)
+        if left:
+            raise ValueError(f"Loop needs a resolved config (mjxflow.scale.resolve); unset: {', '.join(left)}")
         self.cfg = cfg
         self.env = env
         self.agent = agent
@@ -312,8 +311,11 @@ class Loop:
 
 
 def build_loop(cfg: TrainConfig, placement: parallel.Placement | None = None) -> Loop:
-    """The env, agent and loop of a config, its auto options resolved (nothing is compiled); its
-    seeds placed by `placement` (default: over the devices `cfg.devices` asks for, auto: all)."""
+    """The env, agent and loop of a config (nothing is compiled); its seeds placed by `placement`
+    (default: over the devices `cfg.devices` asks for, auto: all). A config with auto options left
+    is resolved here with the env's sizes; train, evaluate and study pass one resolved already
+    (train.resolve_config: the only resolution of their command)."""
     env = make_env(cfg.env, cfg.physics)
-    cfg = resolve(cfg, env.obs_size, env.action_size)
+    if unresolved(cfg):
+        cfg = resolve(cfg, env.obs_size, env.action_size)
     return Loop(cfg, env, make_agent(cfg, env.obs_size, env.action_size), placement)

@@ -115,6 +115,19 @@ def transition_bytes(obs_size: int, action_size: int) -> int:
     return replay_lib.bytes_per_item(transition_example(obs_size, action_size, np.zeros))
 
 
+AUTO_FIELDS = ("total_steps", "episode_length", "batch_size", "updates_per_iter", "replay_size", "min_replay", "num_evals",
+               "eval_episodes", "chunk_iters", "num_checkpoints")
+
+
+def unresolved(cfg: TrainConfig) -> list[str]:
+    """The auto (None) options that resolve() would fill in; empty for a resolved config."""
+    left = [f for f in AUTO_FIELDS if getattr(cfg, f) is None]
+    left += ["critic.tau"] if cfg.critic.tau is None else []
+    left += ["critic.v_min / v_max"] if cfg.critic.distributional and None in (cfg.critic.v_min, cfg.critic.v_max) else []
+    left += ["fpmd.explore_decay_updates"] if cfg.fpmd.explore_decay_updates is None else []
+    return left
+
+
 def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | None = None) -> TrainConfig:
     """The config with every auto (None) option filled in by the rules above (sizes: the env's
     preset unless given)."""

@@ -340,7 +340,7 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str], dict[str, str]]:
             try:
                 # a partial cell with no checkpoint yet (killed before its first) starts over: nothing is lost
                 cfg = cell_config(cell, resume=state == "partial", restart=state == "partial" and saved == 0)
-                result = train.train(cfg, log=lambda *a, **k: log("    ", *a, **k))
+                result = train.train(cfg, log=lambda *a, **k: log("    ", *a, **k), resolved=True)
             except TrainingStopped as e:
                 log(f"{head}: stopped ({e}); the other cells go on")
                 continue

@@ -297,10 +297,9 @@ class Run:
 
 
 def open_run(cfg: TrainConfig, log) -> Run:
-    """Resolve and check the config, take the run's lock, restore or initialise the state, prepare
-    the run directory. Everything that can reject the input happens before the run directory is
-    touched; a start that fails after it was made removes it (with the lock released)."""
-    cfg = resolve_config(cfg)
+    """From a resolved config (resolve_config): take the run's lock, restore or initialise the
+    state, prepare the run directory. Everything that can reject the input happens before the run
+    directory is touched; a start that fails after it was made removes it (with the lock released)."""
     loop = build_loop(cfg)  # builds the env and agent and places the seeds; the config is resolved already
     figures = {"devices": loop.placement.num_devices, **grid_figures(cfg), **derived(cfg, loop.env.obs_size, loop.env.action_size)}
     check_memory(cfg, loop)
@@ -560,14 +559,17 @@ def checkpoint_summary(run_dir: str, seconds: float) -> str:
     return f"checkpoints kept (env steps): {listing}; training time lost to saving {seconds:.1f} s"
 
 
-def train(cfg: TrainConfig, log=print) -> TrainResult:
+def train(cfg: TrainConfig, log=print, resolved: bool = False) -> TrainResult:
     """Run (or resume) training to cfg.total_steps; returns the final per-seed evaluation.
+    `resolved`: cfg comes from resolve_config already (the study's cells), so it is not checked
+    and resolved a second time.
 
     Raises ConfigError for bad input before anything is compiled or written, and TrainingStopped
     when a seed's losses, Q values or parameters become non-finite (nothing is saved over the last
     good checkpoint). SIGINT / SIGTERM finish the current chunk, save and return interrupted=True."""
     t = time.perf_counter()
-    validate(cfg)
+    if not resolved:
+        cfg = resolve_config(cfg)  # the command's one validation and resolution (nothing touches JAX)
     parallel.initialize(cfg.distributed)  # before anything else touches JAX
     if not parallel.is_main():
         log = lambda *args, **kwargs: None  # noqa: E731

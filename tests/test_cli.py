@@ -108,6 +108,33 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert (tmp_path / "taken" / "keep.txt").exists()
 
 
+def test_a_run_validates_and_resolves_its_config_once(tmp_path, monkeypatch):
+    """`python -m mjxflow.train` checks its options and fills in the auto ones once: not again when
+    it opens the run, nor when it builds the loop, nor in --print-config."""
+    from mjxflow import loop as loop_lib
+
+    calls = {"validate": 0, "resolve": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(train, "validate", counted("validate", train.validate))
+    resolve = counted("resolve", train.resolve)
+    monkeypatch.setattr(train, "resolve", resolve)
+    monkeypatch.setattr(loop_lib, "resolve", resolve)
+    assert train.main(cli(tmp_path, "--run-name", "once", "--total-steps", "400", "--num-evals", "1")) == 0
+    assert calls == {"validate": 1, "resolve": 1}, calls
+    calls.update(validate=0, resolve=0)
+    assert train.main(["--resume", str(tmp_path / "once"), "--total-steps", "800", "--num-evals", "2"]) == 0
+    assert calls == {"validate": 1, "resolve": 1}, calls
+    calls.update(validate=0, resolve=0)
+    assert train.main(cli(tmp_path, "--print-config")) == 0
+    assert calls == {"validate": 1, "resolve": 1}, calls
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")

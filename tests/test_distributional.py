@@ -164,7 +164,7 @@ def test_one_distributional_critic_step_equals_the_hand_written_reference():
 
 def test_an_unresolved_range_is_refused():
     with pytest.raises(ValueError, match="--critic.v-min and --critic.v-max"):
-        Critic(CriticConfig(distributional=True), 3, 1)
+        Critic(CriticConfig(tau=0.005, distributional=True), 3, 1)
 
 
 # ---- the option: resolution, --print-config, every agent ------------------------------------------
@@ -195,9 +195,9 @@ def test_print_config_shows_the_critic_options(capsys):
 def test_every_agent_reads_the_expected_value_of_a_distributional_critic(agent):
     """An update with a distributional critic runs for each agent, and what the agent minimises
     over is the critic's expected value (min_q of the expected values)."""
-    critic_cfg = CriticConfig(hidden=(16,), distributional=True, num_atoms=21, v_min=-5.0, v_max=5.0)
+    critic_cfg = CriticConfig(tau=0.005, hidden=(16,), distributional=True, num_atoms=21, v_min=-5.0, v_max=5.0)
     cfg = tiny_config(agent=agent, critic=critic_cfg)
-    agent_ = make_agent(cfg, 2, 2)
+    agent_ = make_agent(scale.resolve(cfg), 2, 2)
     state = agent_.init(jax.random.PRNGKey(0))
     obs, action = jax.random.normal(jax.random.PRNGKey(1), (8, 2)), jnp.zeros((8, 2))
     logits = agent_.critic.logits(state.critic.params, obs, action)

@@ -25,7 +25,7 @@ TINY = ["--env", "bandit", "--num-envs", "8", "--num-seeds", "2", "--chunk-iters
 @pytest.mark.parametrize("agent", ["sac", "smfp", "fpmd-r", "fpmd-m"])
 def test_every_agent_acts_from_its_actor_alone(agent):
     cfg = resolve(tiny_config(agent=agent))
-    a = make_agent(cfg, 2, 2)
+    a = make_agent(resolve(cfg), 2, 2)
     state = a.init(jax.random.PRNGKey(0))
     obs, key = jax.random.normal(jax.random.PRNGKey(1), (5, 2)), jax.random.PRNGKey(2)
     actor = ActorOnly(actor_params=state.actor_params)

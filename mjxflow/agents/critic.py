@@ -16,7 +16,6 @@ from flax import struct
 from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.config import CriticConfig, check_critic
 from mjxflow.networks import EnsembleQ
-from mjxflow.scale import BASE_TAU
 
 
 class CriticState(struct.PyTreeNode):
@@ -51,9 +50,9 @@ class Critic:
         self.distributional = cfg.distributional
         self.net = EnsembleQ(tuple(cfg.hidden), cfg.num_q, cfg.layer_norm, cfg.num_atoms if cfg.distributional else 1)
         self.opt = optax.adam(cfg.lr)
-        # auto (None) is resolved from the batch size by mjxflow.scale for every run; a critic built
-        # from an unresolved config takes the rule's small-batch value
-        self.tau = BASE_TAU if cfg.tau is None else cfg.tau
+        if cfg.tau is None:
+            raise ValueError("the critic needs its --critic.tau (auto: mjxflow.scale.resolve sets it from the batch size)")
+        self.tau = cfg.tau
         if cfg.distributional:
             if cfg.v_min is None or cfg.v_max is None:
                 raise ValueError("a distributional critic needs its range: --critic.v-min and --critic.v-max "

@@ -23,7 +23,6 @@ from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.generative import best_of_n, exp_weights, repeat, resample, state_subset
 from mjxflow.config import CriticConfig, FPMDConfig, check_fpmd
-from mjxflow.scale import MAX_EXPLORE_DECAY
 from mjxflow.networks import FlowActor
 
 
@@ -40,6 +39,9 @@ class FPMD:
         if variant not in ("r", "m"):
             raise ValueError(f"unknown FPMD variant {variant!r}; valid: r, m")
         check and check_fpmd(cfg)
+        if cfg.explore_decay_updates is None:
+            raise ValueError("FPMD needs its --fpmd.explore-decay-updates (auto: mjxflow.scale.resolve sets it from the "
+                             "run's updates)")
         self.name = f"fpmd-{variant}"
         self.variant = variant
         self.cfg = cfg
@@ -77,8 +79,7 @@ class FPMD:
 
     def explore_std(self, updates: jax.Array) -> jax.Array:
         cfg = self.cfg
-        decay = MAX_EXPLORE_DECAY if cfg.explore_decay_updates is None else cfg.explore_decay_updates  # auto: mjxflow.scale
-        frac = jnp.clip(updates / max(decay, 1), 0.0, 1.0)
+        frac = jnp.clip(updates / max(cfg.explore_decay_updates, 1), 0.0, 1.0)
         return cfg.explore_std_start + frac * (cfg.explore_std_end - cfg.explore_std_start)
 
     def particles(self, state: FPMDState, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
