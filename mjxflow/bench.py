@@ -369,7 +369,7 @@ def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None =
     a random batch of `batch` transitions of the env's sizes, each call on the state the last one
     returned; `smfp` overrides SMFP options, `critic` the critic's (a distributional critic gets
     the auto value range of `train`)."""
-    from mjxflow.envs import Transition
+    from mjxflow.replay import Transition
     from mjxflow.envs import CATALOGUE
     from mjxflow.scale import auto_value_range
 

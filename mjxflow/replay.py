@@ -10,6 +10,17 @@ import numpy as np
 from flax import struct
 
 
+class Transition(struct.PyTreeNode):
+    """What the replay buffer stores. `next_obs` is the observation the action led to, also when
+    the episode ended there (never the reset observation that replaces it)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+
+
 class Replay(struct.PyTreeNode):
     data: Any  # pytree of arrays with leading axis `capacity`
     ptr: jax.Array  # next write index

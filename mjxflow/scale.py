@@ -47,7 +47,7 @@ import numpy as np
 from mjxflow import replay as replay_lib
 from mjxflow.config import TrainConfig
 from mjxflow.envs.catalogue import CATALOGUE
-from mjxflow.envs.wrappers import Transition
+from mjxflow.replay import Transition
 
 TARGET_HOST_SYNCS = 200  # compiled calls per run the auto chunk length aims at
 MAX_CHUNK_ITERS = 1000

@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol
 import jax
 import optax
 
-from mjxflow.envs import Transition
+from mjxflow.replay import Transition
 
 Batch = Transition  # a minibatch of transitions with normalised observations
 

@@ -11,17 +11,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from mjxflow.envs.base import Env, EnvState
-
-
-class Transition(struct.PyTreeNode):
-    """What the replay buffer stores. `next_obs` is the observation the action led to, also when
-    the episode ended there (never the reset observation that replaces it)."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    next_obs: jax.Array
-    terminated: jax.Array
+from mjxflow.replay import Transition  # the record a step yields, as the replay stores it
 
 
 class EpisodeState(struct.PyTreeNode):
