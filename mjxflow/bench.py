@@ -38,7 +38,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+import typing
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -50,30 +51,33 @@ from mjxflow.loop import build_loop
 from mjxflow.parallel import working_counts
 from mjxflow.cli import enable_compile_cache, parse, run_command
 from mjxflow.errors import ConfigError
-from mjxflow.config import TrainConfig
+from mjxflow.config import AgentName, EnvName, TrainConfig
 from mjxflow.envs import check_env_name, check_physics, make_env
+from mjxflow.scale import resolve
 
-MEASURES = ("train", "floor", "latency", "sweep", "peer", "headline", "update", "devices")
-DEFAULT_MEASURES = ("train", "floor", "latency", "sweep", "peer")
+Measure = Literal["train", "floor", "latency", "sweep", "peer", "headline", "update", "devices"]  # = SECTIONS' keys
+MEASURES: tuple[str, ...] = typing.get_args(Measure)
+DEFAULT_MEASURES: tuple[Measure, ...] = ("train", "floor", "latency", "sweep", "peer")
+CriticVariant = Literal["ln", "c51", "wide"]  # = CRITIC_VARIANTS' keys
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """Benchmark the fused loop, its floor, inference latency and seed sweeps side by side."""
 
-    env: str = "inverted_pendulum"
+    env: EnvName = "inverted_pendulum"
     """Environment name (see mjxflow.envs.ENV_NAMES)."""
-    physics: str = "jax"
+    physics: Literal["jax", "warp"] = "jax"
     """MJX implementation of a Playground task: jax or warp (see `train --physics`)."""
     num_envs: tuple[int, ...] = (16,)
     """Training environment counts to measure (each is its own row)."""
-    agents: tuple[str, ...] = AGENT_NAMES
+    agents: tuple[AgentName, ...] = AGENT_NAMES
     """Agents to measure."""
     seeds: tuple[int, ...] = (1, 2, 4, 8)
     """Seed counts S of the seed-sweep table."""
-    sweep_agent: str = "sac"
+    sweep_agent: AgentName = "sac"
     """Agent of the seed-sweep table."""
-    measure: tuple[str, ...] = DEFAULT_MEASURES
+    measure: tuple[Measure, ...] = DEFAULT_MEASURES
     """Which tables: train, floor, latency, sweep, peer; headline (not in the default set) runs the
     full auto-scaled training config of each --num-envs and agent (as `mjxflow.train` would: its
     batch, updates, replay, evaluation episodes and seeds; --batch-size, --updates-per-iter and
@@ -90,7 +94,7 @@ class BenchConfig:
     """State batch sizes of the inference-latency table."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of every actor and critic network."""
-    critic_variants: tuple[str, ...] = ()
+    critic_variants: tuple[CriticVariant, ...] = ()
     """Critic variants the update table also times with SAC, each beside SAC's default critic: ln
     (LayerNorm), c51 (distributional, 101 atoms, the auto range), wide (1024 x 1024)."""
     fpmd_particles: int = 32
@@ -340,7 +344,7 @@ def _time_updates_only(loop, state, cfg: BenchConfig) -> float:
 def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None = None) -> dict:
     """Seconds per jitted deterministic action batch; `steps` overrides FPMD's sampler steps."""
     env = make_env(cfg.env, cfg.physics)
-    ag = make_agent(train_config(cfg, agent, 1), env.obs_size, env.action_size)
+    ag = make_agent(resolve(train_config(cfg, agent, 1), env.obs_size, env.action_size), env.obs_size, env.action_size)
     state = ag.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (batch, env.obs_size))
     if steps is None:
@@ -370,17 +374,12 @@ def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None =
     returned; `smfp` overrides SMFP options, `critic` the critic's (a distributional critic gets
     the auto value range of `train`)."""
     from mjxflow.replay import Transition
-    from mjxflow.envs import CATALOGUE
-    from mjxflow.scale import auto_value_range
 
     env = make_env(cfg.env, cfg.physics)
     tc = train_config(cfg, agent, 1)
-    crit = dataclasses.replace(tc.critic, **(critic or {}))
-    if crit.distributional:
-        v_min, v_max = auto_value_range(CATALOGUE[cfg.env].reward_scale, crit.gamma)
-        crit = dataclasses.replace(crit, v_min=v_min, v_max=v_max)
-    tc = dataclasses.replace(tc, critic=crit, smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
-    ag = make_agent(tc, env.obs_size, env.action_size)
+    tc = dataclasses.replace(tc, critic=dataclasses.replace(tc.critic, **(critic or {})),
+                             smfp=dataclasses.replace(tc.smfp, **(smfp or {})))
+    ag = make_agent(resolve(tc, env.obs_size, env.action_size), env.obs_size, env.action_size)  # train's auto values
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     data = Transition(
         obs=jax.random.normal(k[0], (batch, env.obs_size)), action=jax.random.uniform(k[1], (batch, env.action_size), minval=-1, maxval=1),

@@ -1,5 +1,6 @@
 import json
 import os
+import typing
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def test_bench_tables_and_files(tmp_path, capsys):
 
 def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):
     assert bench.main(["--measure", "speed", "--out-dir", str(tmp_path)]) == 2
-    assert "unknown measure 'speed'; valid: train, floor, latency, sweep" in capsys.readouterr().err
+    assert ("invalid choice 'speed' for argument '--measure'. Expected one of ('train', 'floor', 'latency', 'sweep', "
+            "'peer', 'headline', 'update', 'devices')") in capsys.readouterr().err  # --help lists them too
     assert bench.main(["--agents", "ppo", "--out-dir", str(tmp_path)]) == 2
     capsys.readouterr()
     for argv, message in [(["--name", "a/b"], "--name must be a name, not a path, got 'a/b'"),
@@ -137,12 +139,13 @@ def test_update_table_times_critic_variants_beside_sacs_default(tmp_path, monkey
 
 def test_every_measure_has_its_section():
     assert set(bench.SECTIONS) == set(bench.MEASURES) and set(bench.DEFAULT_MEASURES) <= set(bench.MEASURES)
+    assert set(bench.CRITIC_VARIANTS) == set(typing.get_args(bench.CriticVariant))
 
 
 def test_an_unknown_critic_variant_is_one_line(capsys):
     assert bench.main(["--measure", "update", "--critic-variants", "c52"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "unknown critic variant 'c52'; valid: ln, c51, wide" in err
+    assert len(err.splitlines()) == 1 and "invalid choice 'c52' for argument '--critic-variants'. Expected one of ('ln', 'c51', 'wide')" in err
 
 
 @pytest.mark.parametrize("timer", ["_time_env_only", "_time_updates_only"])
