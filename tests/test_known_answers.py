@@ -170,7 +170,7 @@ class KnownModes:
 def test_mode_coverage_recovers_known_fractions():
     env = MultiGoal()
     probs = np.array([[0.5, 0.25, 0.125, 0.0, 0.125], [0.25, 0.25, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.05, 0.95]])
-    cfg = tiny_config(env="multigoal", num_seeds=3, normalize_obs=False)
+    cfg = resolve(tiny_config(env="multigoal", num_seeds=3, normalize_obs=False), env.obs_size, env.action_size)
     loop = Loop(cfg, env, KnownModes(env.goals))
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     policies = PolicyState(actor_params=jnp.asarray(probs, jnp.float32), norm=None, eval_key=keys)
@@ -400,7 +400,7 @@ def test_md_times_follow_the_configured_sampler(dist, frac):
 def test_fpmd_cheap_actor_step_gives_the_full_weighted_loss_in_expectation(variant, cheap):
     from mjxflow.agents.fpmd import FPMD
 
-    base = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=3, md_lambda=0.3)
+    base = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=3, md_lambda=0.3, explore_decay_updates=50_000)
     full, cheap_agent = (FPMD(variant, c, CriticConfig(tau=0.005, hidden=(16,)), 2, 2) for c in (base, dataclasses.replace(base, **cheap)))
     state = full.init(jax.random.PRNGKey(0))
     keys = jax.random.split(jax.random.PRNGKey(3), 3000)
@@ -416,7 +416,8 @@ def test_fpmd_weights_use_lambda_and_particles_use_k_steps(variant, scale):
     from mjxflow.agents.fpmd import FPMD
     from mjxflow.agents.generative import repeat
 
-    cfg = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=5, md_lambda=0.2, weight_scale=scale)
+    cfg = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=5, md_lambda=0.2, weight_scale=scale,
+                     explore_decay_updates=50_000)
     agent = FPMD(variant, cfg, CriticConfig(tau=0.005, hidden=(16,)), 2, 2)
     state = agent.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(3)
