@@ -46,12 +46,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mjxflow import rundir
-from mjxflow.agents import AGENT_NAMES, check_agent_name, make_agent
+from mjxflow.agents import check_agent_name, make_agent, registry
 from mjxflow.loop import build_loop
 from mjxflow.parallel import working_counts
 from mjxflow.cli import enable_compile_cache, parse, run_command
 from mjxflow.errors import ConfigError
-from mjxflow.config import AgentName, EnvName, TrainConfig
+from mjxflow import config
+from mjxflow.config import EnvName, TrainConfig
 from mjxflow.envs import check_env_name, check_physics, make_env
 from mjxflow.scale import resolve
 
@@ -71,11 +72,11 @@ class BenchConfig:
     """MJX implementation of a Playground task: jax or warp (see `train --physics`)."""
     num_envs: tuple[int, ...] = (16,)
     """Training environment counts to measure (each is its own row)."""
-    agents: tuple[AgentName, ...] = AGENT_NAMES
-    """Agents to measure."""
+    agents: tuple[str, ...] = ()
+    """Agents to measure."""  # bench_config_class() types it: the registered agents, all by default
     seeds: tuple[int, ...] = (1, 2, 4, 8)
     """Seed counts S of the seed-sweep table."""
-    sweep_agent: AgentName = "sac"
+    sweep_agent: str = "sac"
     """Agent of the seed-sweep table."""
     measure: tuple[Measure, ...] = DEFAULT_MEASURES
     """Which tables: train, floor, latency, sweep, peer; headline (not in the default set) runs the
@@ -169,16 +170,16 @@ def check_train_configs(cfg: BenchConfig) -> None:
 
 def train_config(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1) -> TrainConfig:
     """A run whose replay is past its minimum fill after one chunk and that never evaluates."""
-    base, batch = TrainConfig(), cfg.batch_size[0]
+    base, batch = config.TrainConfig(), cfg.batch_size[0]
+    actors = {s.group: dataclasses.replace(getattr(base, s.group), actor_hidden=cfg.hidden) for s in registry.specs()
+              if hasattr(getattr(base, s.group), "actor_hidden")}  # --hidden: every agent's actor
+    if "fpmd" in actors:
+        actors["fpmd"] = dataclasses.replace(actors["fpmd"], num_particles=cfg.fpmd_particles, train_steps=cfg.fpmd_train_steps)
     return dataclasses.replace(
         base, env=cfg.env, physics=cfg.physics, agent=agent, num_envs=num_envs, num_seeds=num_seeds, batch_size=batch,
         updates_per_iter=cfg.updates_per_iter, min_replay=max(batch, num_envs),
         replay_size=max(10_000, 4 * cfg.iters * num_envs), total_steps=10**9,
-        critic=dataclasses.replace(base.critic, hidden=cfg.hidden),
-        sac=dataclasses.replace(base.sac, actor_hidden=cfg.hidden),
-        smfp=dataclasses.replace(base.smfp, actor_hidden=cfg.hidden),
-        fpmd=dataclasses.replace(base.fpmd, actor_hidden=cfg.hidden, num_particles=cfg.fpmd_particles,
-                                 train_steps=cfg.fpmd_train_steps),
+        critic=dataclasses.replace(base.critic, hidden=cfg.hidden), **actors,
         compile_cache=None,
     )
 
@@ -200,7 +201,7 @@ def measure_headline(cfg: BenchConfig, agent: str, num_envs: int, log=print) -> 
     fill, then timed chunks of cfg.iters iterations and one timed evaluation."""
     from mjxflow.scale import derived
 
-    loop = build_loop(TrainConfig(env=cfg.env, agent=agent, num_envs=num_envs, compile_cache=None))
+    loop = build_loop(config.TrainConfig(env=cfg.env, agent=agent, num_envs=num_envs, compile_cache=None))
     tc = loop.cfg
     fill = -(-tc.min_replay // num_envs) + 1  # the first iteration that learns, included
     chunk = loop.make_train_chunk(max(fill, cfg.iters))  # one program for the warm-up and the timed chunks
@@ -619,6 +620,8 @@ SECTIONS: dict[str, Callable] = {"train": _train, "floor": _floor, "latency": _l
 
 
 def run_bench(cfg: BenchConfig, log=print) -> dict:
+    if not cfg.agents:  # BenchConfig built in Python: every agent, as on the command line
+        cfg = dataclasses.replace(cfg, agents=registry.names())
     validate(cfg)
     enable_compile_cache(cfg.compile_cache)
     name = cfg.name or f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -663,7 +666,12 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(lambda: run_bench(parse(BenchConfig, argv)))
+    return run_command(lambda: run_bench(parse(bench_config_class(), argv)))
+
+
+def bench_config_class() -> type:
+    """BenchConfig with --agents and --sweep-agent typed as the registered agents' names."""
+    return config.with_agent_choices(BenchConfig, one=("sweep_agent",), many=("agents",))
 
 
 if __name__ == "__main__":

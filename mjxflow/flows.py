@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
-    from mjxflow.config import TimeDist
+    from mjxflow.options import TimeDist
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 MeanVelocityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]

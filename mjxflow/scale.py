@@ -19,8 +19,9 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | critic.tau        | 0.005 batch / 256, and at least 2 / ((1 - gamma) x the  | 0.005    | 0.04       | 0.1        |
 |                   | run's gradient updates), clipped to [0.005, 0.1]        |          |            |            |
 | critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in the catalogue |  |  |  |
-| fpmd.explore_     | half the run's gradient updates, at most 50,000         |          |            |            |
-|   decay_updates   |                                                         |          |            |            |
+| fpmd.explore_     | half the run's gradient updates, at most 50,000 (an     |          |            |            |
+|   decay_updates   | agent's own auto options: its spec's `auto`, e.g.       |          |            |            |
+|                   | mjxflow.agents.fpmd.auto_explore_decay)                 |          |            |            |
 
 They follow published massively parallel off-policy recipes: FastSAC (4,096 envs, batch 8,192,
 8 updates per iteration: reuse 16, replay 1,024 steps per env), FastTD3 (1,024 envs, reuse 64,
@@ -45,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mjxflow import replay as replay_lib
+from mjxflow.agents import registry
 from mjxflow.config import TrainConfig
 from mjxflow.envs.catalogue import CATALOGUE
 from mjxflow.replay import Transition
@@ -56,7 +58,6 @@ DEFAULT_NUM_CHECKPOINTS = 5
 REPLAY_ITERATIONS = 1024  # auto replay capacity, in iterations of num_envs transitions
 MIN_AUTO_REPLAY = 100_000
 BASE_TAU, MAX_TAU, BASE_BATCH = 0.005, 0.1, 256
-MAX_EXPLORE_DECAY = 50_000
 PROPAGATION = 2.0  # the targets converge within 1 / PROPAGATION of the run's updates (auto_tau)
 
 
@@ -69,10 +70,6 @@ def auto_tau(batch_size: int, total_updates: int | None = None, gamma: float = 0
     if total_updates:
         tau = max(tau, PROPAGATION / ((1.0 - gamma) * total_updates))
     return float(f"{min(MAX_TAU, max(BASE_TAU, tau)):.4g}")
-
-
-def auto_explore_decay(total_updates: int) -> int:
-    return max(1, min(MAX_EXPLORE_DECAY, total_updates // 2))
 
 
 def auto_value_range(reward_scale: float, gamma: float) -> tuple[float, float]:
@@ -124,7 +121,8 @@ def unresolved(cfg: TrainConfig) -> list[str]:
     left = [f for f in AUTO_FIELDS if getattr(cfg, f) is None]
     left += ["critic.tau"] if cfg.critic.tau is None else []
     left += ["critic.v_min / v_max"] if cfg.critic.distributional and None in (cfg.critic.v_min, cfg.critic.v_max) else []
-    left += ["fpmd.explore_decay_updates"] if cfg.fpmd.explore_decay_updates is None else []
+    left += [f"{spec.group}.{f}" for spec in registry.specs() for f in spec.auto_fields
+             if getattr(getattr(cfg, spec.group), f) is None]
     return left
 
 
@@ -152,13 +150,11 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
         low, high = auto_value_range(preset.reward_scale, critic.gamma)
         critic = dataclasses.replace(critic, v_min=low if critic.v_min is None else critic.v_min,
                                      v_max=high if critic.v_max is None else critic.v_max)
-    fpmd = cfg.fpmd
-    if fpmd.explore_decay_updates is None:
-        fpmd = dataclasses.replace(fpmd, explore_decay_updates=auto_explore_decay(iters * updates))
+    groups = {spec.group: spec.auto(getattr(cfg, spec.group), iters * updates) for spec in registry.specs() if spec.auto}
     return dataclasses.replace(
         cfg,
         critic=critic,
-        fpmd=fpmd,
+        **groups,
         batch_size=batch,
         updates_per_iter=updates,
         replay_size=replay,

@@ -27,10 +27,10 @@ import numpy as np
 
 from mjxflow import rundir
 from mjxflow import stats
-from mjxflow.agents import AGENT_NAMES
+from mjxflow.agents import agent_names, registry
 from mjxflow.cli import run_command
 from mjxflow.errors import ConfigError, InUse, TrainingStopped
-from mjxflow.config import AGENT_GROUP, SWEEP_GROUPS, option_group, parse_sweep
+from mjxflow.config import option_group, parse_sweep, sweep_groups
 from mjxflow.envs import ENV_NAMES
 
 # The FPMD paper's Table 1 (best mean return over 5 seeds, Gym MuJoCo v4, 1M env steps; Humanoid 5M).
@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
         description="Train a grid of runs (variants x envs x seeds) and write its report; options not listed "
                     "here are train options (python -m mjxflow.train --help), given to every cell.")
     p.add_argument("--name", help="the study's folder under --runs-dir (runs/NAME)")
-    p.add_argument("--agents", nargs="+", default=None, help=f"agents, one cell each per env: {', '.join(AGENT_NAMES)}")
+    p.add_argument("--agents", nargs="+", default=None, help=f"agents, one cell each per env: {', '.join(agent_names())}")
     p.add_argument("--envs", nargs="+", default=None, help="environments (any train --env)")
     p.add_argument("--num-seeds", type=int, default=None, help="seeds of every cell (one vmapped run); default 5")
     p.add_argument("--variant", action="append", default=[], metavar='LABEL="OPTIONS"',
@@ -136,12 +136,12 @@ def options_for(agent: str, groups: list[list[str]]) -> list[str]:
         flag = group[0].split("=", 1)[0]
         if flag == "--sweep":
             values = group[1:] if group[0] == "--sweep" else [group[0].split("=", 1)[1]]
-            mine = [v for v in values if sweep_group(v) in SWEEP_GROUPS[agent] + (None,)]
+            mine = [v for v in values if sweep_group(v) in sweep_groups(agent) + (None,)]
             if mine:
                 out += ["--sweep", *mine]
             continue
         owner = option_group(flag)
-        if owner is None or owner == AGENT_GROUP[agent]:
+        if owner is None or owner == registry.group_of(agent):
             out += group
     return out
 
@@ -176,12 +176,13 @@ def variant_agents(label: str, argv: list[str], agents: list[str]) -> list[str]:
     owners = {option_group(g[0]) for g in groups} - {None}
     if len(owners) > 1:
         raise ConfigError(f"--variant {label} sets options of several agents ({', '.join(sorted(owners))})")
-    if owners == {"sac"}:
-        return ["sac"]
-    if owners == {"smfp"}:
-        return ["smfp"]
-    if owners == {"fpmd"}:
-        raise ConfigError(f"--variant {label} sets --fpmd.* options: give it --agent fpmd-r or --agent fpmd-m")
+    if owners:
+        (group,) = owners
+        names = registry.agents_of_group(group)
+        if len(names) > 1:
+            raise ConfigError(f"--variant {label} sets --{group}.* options: give it "
+                              + " or ".join(f"--agent {n}" for n in names))
+        return list(names)
     return agents
 
 
@@ -206,8 +207,8 @@ def make_plan(args: argparse.Namespace, train_tokens: list[str]) -> Plan:
     num_seeds = args.num_seeds if args.num_seeds is not None else (preset.num_seeds if preset else 5)
     variants = [parse_variant(v) for v in ((preset.variants if preset else ()) + tuple(args.variant))]
     for agent in agents:
-        if agent not in AGENT_NAMES:
-            raise ConfigError(f"unknown agent {agent!r}; valid agents: {', '.join(AGENT_NAMES)}")
+        if agent not in agent_names():
+            raise ConfigError(f"unknown agent {agent!r}; valid agents: {', '.join(agent_names())}")
     for env in envs:
         if env not in ENV_NAMES:
             raise ConfigError(f"unknown env {env!r}; valid envs: {', '.join(ENV_NAMES)}")

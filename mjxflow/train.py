@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from mjxflow import rundir
+from mjxflow import config, rundir
 from mjxflow import checkpoint, parallel
-from mjxflow.agents import check_agent_name
+from mjxflow.agents import check_agent_name, registry
 from mjxflow.cli import enable_compile_cache, parse, run_command
 from mjxflow.errors import ConfigError, TrainingStopped
-from mjxflow.config import (AGENT_GROUP, DistributedConfig, TrainConfig, check_options, load_json, option_group, point_label,
-                            save_json, to_dict)
+from mjxflow.config import (DistributedConfig, TrainConfig, check_options, load_json, option_group, point_label, save_json,
+                            to_dict)
 from mjxflow.envs import check_env_name, check_physics, check_renderable
 from mjxflow.health import describe, first_nonfinite
 from mjxflow.logs import MetricsWriter, Progress, chunk_rows, seed_table, truncate_metrics
@@ -54,8 +54,8 @@ def check_agent_flags(agent: str, argv: list[str]) -> None:
     """ConfigError when argv sets an option of an agent other than `agent` (it would be ignored)."""
     for token in argv:
         group = option_group(token)
-        if group is not None and group != AGENT_GROUP[agent]:
-            owners = " or ".join(f"--agent {a}" for a, g in AGENT_GROUP.items() if g == group)
+        if group is not None and group != registry.group_of(agent):
+            owners = " or ".join(f"--agent {a}" for a in registry.agents_of_group(group))
             raise ConfigError(f"{token.split('=', 1)[0]} is an option of {owners}, and this run uses --agent {agent}")
 
 
@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """tyro parse; with --resume the saved config is the default, so flags given override it.
     Options of an agent other than the chosen one are an error."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = parse(TrainConfig, argv)
+    cfg = parse(config.TrainConfig, argv)  # the class of the agents registered now
     if cfg.resume is not None:
         cfg = _with_saved_config(cfg, argv)
     check_agent_flags(cfg.agent, argv)
@@ -142,7 +142,7 @@ def _with_saved_config(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
         raise ConfigError(f"--resume {cfg.resume!r} is not a run directory (no config.json)")
     # the devices and processes of this launch, unless given again
     saved = dataclasses.replace(load_json(path), devices=None, distributed=DistributedConfig())
-    cfg = parse(TrainConfig, argv, default=saved)
+    cfg = parse(config.TrainConfig, argv, default=saved)
     changed = [f"{'.'.join(path)}: {a!r} -> {b!r}" for path, a, b in config_differences(saved, cfg)
                if path[0] not in RESUMABLE_CHANGES]
     if changed:

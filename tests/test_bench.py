@@ -46,7 +46,7 @@ def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):
     assert bench.main(["--agents", "ppo", "--out-dir", str(tmp_path)]) == 2
     capsys.readouterr()
     for argv, message in [(["--name", "a/b"], "--name must be a name, not a path, got 'a/b'"),
-                          (["--hidden", "0"], "--agents smfp --num-envs 16 --batch-size 256: --critic.hidden must be "
+                          (["--hidden", "0"], "--agents sac --num-envs 16 --batch-size 256: --critic.hidden must be "
                                               "positive layer widths, got (0,)"),
                           (["--agents", "sac", "--batch-size", "100000"], "--agents sac --num-envs 16 --batch-size "
                                                                           "100000: --min-replay 100000 exceeds --replay-size 10000"),

@@ -25,7 +25,7 @@ def cli(tmp_path, *args):
     [
         (["--env", "antt"], "invalid choice 'antt' for argument '--env'. Expected one of ('inverted_pendulum', "
                             "'inverted_double_pendulum', 'reacher', 'pusher', 'swimmer', 'hopper', 'halfcheetah'"),
-        (["--agent", "ppo"], "invalid choice 'ppo' for argument '--agent'. Expected one of ('smfp', 'fpmd-r', 'fpmd-m', 'sac')."),
+        (["--agent", "ppo"], "invalid choice 'ppo' for argument '--agent'. Expected one of ('sac', 'smfp', 'fpmd-r', 'fpmd-m')."),
         (["--num-envs", "0"], "--num-envs must be a positive integer, got 0"),
         (["--num-seeds", "-2"], "--num-seeds must be a positive integer, got -2"),
         (["--batch-size", "512"], "--batch-size 512 is larger than the replay's minimum fill"),

@@ -7,7 +7,8 @@ import pytest
 
 from mjxflow.agents.fpmd import FPMD
 from mjxflow.agents.generative import best_of_n
-from mjxflow.config import CriticConfig, FPMDConfig
+from mjxflow.agents.fpmd import FPMDConfig
+from mjxflow.options import CriticConfig
 
 CFG = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=4, explore_std_start=0.4, explore_std_end=0.1, explore_decay_updates=100)
 

@@ -11,7 +11,10 @@ import pytest
 from mjxflow import flows, normalizer
 from mjxflow.agents import make_agent
 from mjxflow.policy import Policies
-from mjxflow.config import CriticConfig, FPMDConfig, SACConfig, SMFPConfig
+from mjxflow.agents.fpmd import FPMDConfig
+from mjxflow.agents.sac import SACConfig
+from mjxflow.agents.smfp import SMFPConfig
+from mjxflow.options import CriticConfig
 from mjxflow.envs import EnvState
 from mjxflow.envs.probes import MultiGoal
 from mjxflow.evaluate import mode_coverage, modes_kept

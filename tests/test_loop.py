@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from mjxflow import checkpoint, normalizer
-from mjxflow.config import CriticConfig, FPMDConfig, SACConfig, SMFPConfig
+from mjxflow.agents.fpmd import FPMDConfig
+from mjxflow.agents.sac import SACConfig
+from mjxflow.agents.smfp import SMFPConfig
+from mjxflow.options import CriticConfig
 from mjxflow.envs.probes import Bandit
 from mjxflow.loop import build_loop
 

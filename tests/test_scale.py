@@ -68,7 +68,8 @@ def test_tau_lets_the_targets_converge_within_half_the_run():
 
 
 def test_explicit_nested_options_win():
-    from mjxflow.config import CriticConfig, FPMDConfig
+    from mjxflow.agents.fpmd import FPMDConfig
+    from mjxflow.options import CriticConfig
 
     cfg = scale.resolve(TrainConfig(env="ant", num_envs=4096, critic=CriticConfig(tau=0.02),
                                     fpmd=FPMDConfig(explore_decay_updates=7)), 27, 8)

@@ -7,7 +7,8 @@ import pytest
 
 from mjxflow.agents.generative import best_of_n, exp_weights, linear_weights
 from mjxflow.agents.smfp import SMFP, surrogate_log_prob
-from mjxflow.config import CriticConfig, SMFPConfig
+from mjxflow.agents.smfp import SMFPConfig
+from mjxflow.options import CriticConfig
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,8 @@ def test_linear_weights_stay_in_the_unit_interval_for_tiny_spreads():
 def test_choices_outside_their_literal_are_refused_by_the_config_checks():
     """The command line's choices are checked by tyro; a config built in Python or read from JSON
     is checked against the same Literal types, naming the flag and the choices."""
-    from mjxflow.config import FPMDConfig, check_fpmd, check_smfp
+    from mjxflow.agents.fpmd import FPMDConfig, check_fpmd
+    from mjxflow.agents.smfp import check_smfp
 
     times = dataclasses.replace(SMFPConfig().times, dist="beta")
     with pytest.raises(ValueError, match="--smfp.times.dist 'beta' is not one of: logit_normal, uniform"):

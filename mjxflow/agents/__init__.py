@@ -1,35 +1,32 @@
-"""Agent registry."""
+"""The agents: each module declares its AgentSpec (mjxflow.agents.registry); make_agent builds the
+agent a config names."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from mjxflow.agents import registry
 from mjxflow.agents.base import Agent, Batch
 from mjxflow.agents.critic import Critic, CriticState
-from mjxflow.agents.fpmd import FPMD
-from mjxflow.agents.sac import SAC
-from mjxflow.agents.smfp import SMFP
-import typing
 
-from mjxflow.config import AgentName, TrainConfig
+if TYPE_CHECKING:
+    from mjxflow.config import TrainConfig
 
-AGENT_NAMES: tuple[str, ...] = typing.get_args(AgentName)
+
+def agent_names() -> tuple[str, ...]:
+    """Every --agent value (the registry's, in its order)."""
+    return registry.names()
 
 
 def check_agent_name(name: str) -> None:
-    if name not in AGENT_NAMES:
-        raise ValueError(f"unknown agent {name!r}; valid agents: {', '.join(AGENT_NAMES)}")
+    registry.spec_of(name)
 
 
 def make_agent(cfg: TrainConfig, obs_size: int, action_size: int, check: bool = True) -> Agent:
     """The agent of cfg.agent. `check` False skips the option checks: for a config whose swept
     fields hold traced values (mjxflow.loop), checked beforehand point by point."""
-    check_agent_name(cfg.agent)
-    if cfg.agent == "sac":
-        return SAC(cfg.sac, cfg.critic, obs_size, action_size, check)
-    if cfg.agent == "smfp":
-        return SMFP(cfg.smfp, cfg.critic, obs_size, action_size, check)
-    if cfg.agent in ("fpmd-r", "fpmd-m"):
-        return FPMD(cfg.agent[-1], cfg.fpmd, cfg.critic, obs_size, action_size, check)
-    raise AssertionError(cfg.agent)
+    spec = registry.spec_of(cfg.agent)
+    return spec.build(spec.variants[cfg.agent], getattr(cfg, spec.group), cfg.critic, obs_size, action_size, check)
 
 
-__all__ = ["AGENT_NAMES", "Agent", "Batch", "Critic", "CriticState", "check_agent_name", "make_agent"]
+__all__ = ["Agent", "Batch", "Critic", "CriticState", "agent_names", "check_agent_name", "make_agent"]

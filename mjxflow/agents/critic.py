@@ -14,7 +14,7 @@ import optax
 from flax import struct
 
 from mjxflow.agents.base import Batch, gradient_step
-from mjxflow.config import CriticConfig, check_critic
+from mjxflow.options import CriticConfig, check_critic
 from mjxflow.networks import EnsembleQ
 
 

@@ -13,6 +13,11 @@ apart, and FPMD-M's self-generated targets then grow without limit.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -22,8 +27,61 @@ from mjxflow import flows
 from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.generative import best_of_n, exp_weights, repeat, resample, state_subset
-from mjxflow.config import CriticConfig, FPMDConfig, check_fpmd
 from mjxflow.networks import FlowActor
+from mjxflow.agents.registry import AgentSpec
+from mjxflow.options import (CriticConfig, FlowTimeConfig, WeightScale, check_positive, check_times, check_typed,
+                             check_widths, require)
+
+Variant = Literal["r", "m"]  # FPMD-R (flow matching) or FPMD-M (MeanFlow)
+MAX_EXPLORE_DECAY = 50_000  # the auto exploration decay's cap, in gradient updates
+
+
+@dataclass(frozen=True)
+class FPMDConfig:
+    """One-Step Flow Policy Mirror Descent (FPMD-R: flow matching; FPMD-M: MeanFlow)."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the velocity (FPMD-R) or mean-velocity (FPMD-M) network."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    num_particles: int = 32
+    """N: particles per state for the importance weights and best-of-N action selection."""
+    md_lambda: float = 0.5
+    """lambda of the weights exp(Q / lambda); with weight_scale std (the default) in units of the
+    per-state spread of the particles' Q, so one value serves every task."""
+    weight_scale: WeightScale = "std"
+    """std: Q standardised per state across its particles before the exp (scale-free); raw: the
+    paper's exp(Q / lambda), where lambda must match the scale of Q (0.02 to 1 on our tasks)."""
+    train_steps: int = 20
+    """K: Euler steps of FPMD-R's particle sampling in training (evaluation uses one)."""
+    md_samples: int = 0
+    """0: regress every particle with its weight (the paper). M > 0: regress M particles per state
+    drawn in proportion to their weights (same expected loss, cheaper regression)."""
+    md_states: float = 1.0
+    """Fraction of each minibatch's states the actor's step uses (a random subset; 1: all, the
+    paper). Same expected loss at about this fraction of the particles' cost."""
+    explore_std_start: float = 0.3
+    """Std of the Gaussian exploration noise added to training actions, at the start ..."""
+    explore_std_end: float = 0.05
+    """... and after explore_decay_updates gradient updates (linear schedule)."""
+    explore_decay_updates: int | None = None
+    """Updates over which the exploration std decays; auto: the first half of the run's gradient
+    updates, at most 50,000 (mjxflow.scale)."""
+    times: FlowTimeConfig = field(default_factory=FlowTimeConfig)
+    """(r, t) sampling of FPMD-M's MeanFlow regression (FPMD-R draws t ~ U[0, 1])."""
+
+
+def check_fpmd(cfg: FPMDConfig) -> None:
+    check_widths("fpmd.actor_hidden", cfg.actor_hidden)
+    check_positive("fpmd", cfg, "actor_lr", "md_lambda", "train_steps")
+    check_typed("fpmd", cfg)
+    require(cfg.md_samples >= 0, "fpmd.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
+    require(0.0 < cfg.md_states <= 1.0, "fpmd.md_states", cfg.md_states, "in (0, 1] (1 uses every state)")
+    require(cfg.num_particles >= 2, "fpmd.num_particles", cfg.num_particles,
+             ">= 2 (the weights compare particles of the same state)")
+    for name in ("explore_std_start", "explore_std_end", "explore_decay_updates"):
+        require(getattr(cfg, name) is None or getattr(cfg, name) >= 0, f"fpmd.{name}", getattr(cfg, name), ">= 0")
+    check_times("fpmd", cfg.times)
 
 
 class FPMDState(struct.PyTreeNode):
@@ -34,7 +92,7 @@ class FPMDState(struct.PyTreeNode):
 
 
 class FPMD:
-    def __init__(self, variant: str, cfg: FPMDConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int,
+    def __init__(self, variant: Variant, cfg: FPMDConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int,
                  check: bool = True):
         if variant not in ("r", "m"):
             raise ValueError(f"unknown FPMD variant {variant!r}; valid: r, m")
@@ -139,3 +197,19 @@ class FPMD:
                                                       state, batch.obs, actor_key)
         new_state = FPMDState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, updates=state.updates + 1)
         return new_state, {**critic_info, **info, "explore/std": self.explore_std(new_state.updates)}
+
+
+def auto_explore_decay(cfg: FPMDConfig, gradient_updates: int) -> FPMDConfig:
+    """The scale rule of FPMD's own auto option (docs/TRAINING.md): the exploration noise decays over
+    the first half of the run's gradient updates, at most MAX_EXPLORE_DECAY."""
+    if cfg.explore_decay_updates is not None:
+        return cfg
+    return dataclasses.replace(cfg, explore_decay_updates=max(1, min(MAX_EXPLORE_DECAY, gradient_updates // 2)))
+
+
+SPEC = AgentSpec(
+    group="fpmd", config=FPMDConfig, variants={"fpmd-r": "r", "fpmd-m": "m"}, check=check_fpmd,
+    build=lambda variant, cfg, critic, obs_size, action_size, check: FPMD(variant, cfg, critic, obs_size, action_size, check),
+    doc="FPMD-R / FPMD-M hyper-parameters (used when --agent fpmd-r or fpmd-m).",
+    sweepable=("actor_lr", "md_lambda"), auto=auto_explore_decay, auto_fields=("explore_decay_updates",),
+)

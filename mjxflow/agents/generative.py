@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
-    from mjxflow.config import MDBaseline, WeightScale
+    from mjxflow.options import MDBaseline, WeightScale
 
 
 def repeat(x: jax.Array, n: int) -> jax.Array:

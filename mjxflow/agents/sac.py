@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -10,9 +12,39 @@ from flax import struct
 from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.temperature import Temperature, TemperatureState
-from mjxflow.config import CriticConfig, SACConfig, check_sac
 from mjxflow.distributions import gaussian_log_prob, tanh_log_det
 from mjxflow.networks import GaussianActor
+from mjxflow.agents.registry import AgentSpec
+from mjxflow.options import CriticConfig, check_positive, check_typed, check_widths, require
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Gaussian SAC: tanh-squashed diagonal Gaussian actor with automatic temperature."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha)."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Tune alpha so the policy entropy tracks the target; False keeps alpha at init_alpha."""
+    target_entropy_scale: float = 1.0
+    """Target entropy = -action_dim * target_entropy_scale."""
+    log_std_min: float = -5.0
+    """Lower bound of the actor's log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper bound of the actor's log standard deviation."""
+
+
+def check_sac(cfg: SACConfig) -> None:
+    check_typed("sac", cfg)
+    check_widths("sac.actor_hidden", cfg.actor_hidden)
+    check_positive("sac", cfg, "actor_lr", "alpha_lr", "init_alpha")
+    require(cfg.log_std_min < cfg.log_std_max, "sac.log_std_min", cfg.log_std_min, f"< --sac.log-std-max {cfg.log_std_max}")
 
 
 class SACState(struct.PyTreeNode):
@@ -75,3 +107,11 @@ class SAC:
 
         info = {**critic_info, **actor_info, "alpha/value": self.temperature.value(temperature)}
         return SACState(actor_params=actor_params, actor_opt=actor_opt, critic=critic, temperature=temperature), info
+
+
+SPEC = AgentSpec(
+    group="sac", config=SACConfig, variants={"sac": None}, check=check_sac,
+    build=lambda _, cfg, critic, obs_size, action_size, check: SAC(cfg, critic, obs_size, action_size, check),
+    doc="SAC hyper-parameters (used when --agent sac).",
+    sweepable=("actor_lr", "alpha_lr", "init_alpha", "target_entropy_scale"),
+)

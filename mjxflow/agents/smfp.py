@@ -8,6 +8,8 @@ MeanFlow regression onto particles of the old policy.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +21,88 @@ from mjxflow.agents.base import Batch, gradient_step
 from mjxflow.agents.critic import Critic, CriticState
 from mjxflow.agents.temperature import Temperature, TemperatureState
 from mjxflow.agents.generative import exp_weights, linear_weights, repeat, resample, state_subset
-from mjxflow.config import CriticConfig, SMFPConfig, check_smfp
 from mjxflow.distributions import gaussian_log_prob, mixture_log_prob, tanh_log_det
 from mjxflow.networks import FlowActor
+from mjxflow.agents.registry import AgentSpec
+from mjxflow.options import (CriticConfig, FlowTimeConfig, MDBaseline, check_positive, check_times, check_typed,
+                             check_widths, require)
+
+
+@dataclass(frozen=True)
+class SMFPConfig:
+    """Stochastic MeanFlow Policy (our specification, docs/ALGORITHMS.md): one-step MeanFlow actor with
+    a learned Gaussian perturbation, an entropy surrogate and entropic mirror descent."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor f(s, z, r, t) -> (u, log_sigma)."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha)."""
+    init_alpha: float = 0.2
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Tune alpha so the entropy surrogate tracks the target; False keeps alpha at init_alpha."""
+    target_entropy_scale: float = 1.0
+    """Target entropy = -action_dim * target_entropy_scale."""
+    log_sigma_min: float = -5.0
+    """Lower bound of log sigma (pre-squash)."""
+    log_sigma_max: float = 1.0
+    """Upper bound of log sigma (pre-squash)."""
+    entropy: bool = True
+    """Entropy term on; off: sigma fixed at fixed_sigma, alpha = 0, no entropy bonus in the critic."""
+    fixed_sigma: float = 0.1
+    """sigma used when --smfp.no-entropy (0 gives the deterministic MeanFlow ablation, FPMD-M-like)."""
+    entropy_draws: int = 4
+    """K: draws of the noise e per state for the entropy estimate. 1: the conditional surrogate
+    log N(x; e - u, sigma^2) of each draw (blind to the spread across e: modes collapse). K > 1:
+    each draw's density is the mean over the K draws' Gaussians (a semi-implicit bound), a
+    tighter lower bound on the policy's entropy that counts the spread across e; the actor's
+    step takes it on a random 1/K of the states, the critic's bonus costs K actor evaluations."""
+    beta_md: float = 1.0
+    """Weight of the mirror-descent MeanFlow regression in the actor loss (0 turns it off)."""
+    num_particles: int = 16
+    """Particles per state drawn from the old policy for the mirror-descent step."""
+    md_samples: int = 4
+    """0: regress every particle with its weight. M > 0: regress only M particles per state, drawn
+    in proportion to their weights (same expected loss, M / num_particles of the regression cost)."""
+    md_states: float = 0.25
+    """Fraction of each minibatch's states that the mirror-descent step uses (a random subset;
+    1: all). Its expected loss is the full batch's, at about this fraction of the step's cost."""
+    weights: Literal["linear", "exp"] = "linear"
+    """Particle weights: linear, truncated (Q - V)+; or exp, softmax(Q / md_lambda) as in FPMD."""
+    md_baseline: MDBaseline = "mean"
+    """For linear weights: mean, (Q - mean Q)+ normalised to sum 1; max, the same normalised by
+    their largest value (the best particle gets weight 1)."""
+    md_lambda: float = 1.0
+    """Temperature of exp weights."""
+    old_policy: Literal["copy", "ema"] = "copy"
+    """Old policy of the mirror-descent step: copy, a frozen copy refreshed every md_period
+    updates; ema, a Polyak average with rate old_tau."""
+    md_period: int = 1000
+    """Updates between refreshes of the frozen old policy (old_policy copy)."""
+    old_tau: float = 0.005
+    """Polyak rate of the old policy (old_policy ema)."""
+    times: FlowTimeConfig = field(default_factory=FlowTimeConfig)
+    """(r, t) sampling of the MeanFlow regression."""
+
+
+def check_smfp(cfg: SMFPConfig) -> None:
+    check_widths("smfp.actor_hidden", cfg.actor_hidden)
+    check_typed("smfp", cfg)
+    check_positive("smfp", cfg, "actor_lr", "alpha_lr", "init_alpha", "md_lambda")
+    require(cfg.log_sigma_min < cfg.log_sigma_max, "smfp.log_sigma_min", cfg.log_sigma_min,
+             f"< --smfp.log-sigma-max {cfg.log_sigma_max}")
+    require(cfg.fixed_sigma >= 0, "smfp.fixed_sigma", cfg.fixed_sigma, ">= 0")
+    require(cfg.beta_md >= 0, "smfp.beta_md", cfg.beta_md, ">= 0 (0 turns the mirror-descent term off)")
+    require(cfg.num_particles >= 2, "smfp.num_particles", cfg.num_particles,
+             ">= 2 (the weights compare particles of the same state)")
+    require(cfg.entropy_draws >= 1, "smfp.entropy_draws", cfg.entropy_draws, ">= 1 (1: the conditional surrogate)")
+    require(cfg.md_samples >= 0, "smfp.md_samples", cfg.md_samples, ">= 0 (0 regresses every particle)")
+    require(0.0 < cfg.md_states <= 1.0, "smfp.md_states", cfg.md_states, "in (0, 1] (1 uses every state)")
+    require(cfg.md_period >= 1, "smfp.md_period", cfg.md_period, ">= 1")
+    require(0.0 < cfg.old_tau <= 1.0, "smfp.old_tau", cfg.old_tau, "in (0, 1]")
+    check_times("smfp", cfg.times)
 
 
 class SMFPState(struct.PyTreeNode):
@@ -213,3 +294,11 @@ class SMFP:
             critic=critic, temperature=temperature, updates=n,
         )
         return new_state, {**critic_info, **actor_info, "alpha/value": self.alpha(new_state)}
+
+
+SPEC = AgentSpec(
+    group="smfp", config=SMFPConfig, variants={"smfp": None}, check=check_smfp,
+    build=lambda _, cfg, critic, obs_size, action_size, check: SMFP(cfg, critic, obs_size, action_size, check),
+    doc="SMFP hyper-parameters (used when --agent smfp).",
+    sweepable=("actor_lr", "alpha_lr", "init_alpha", "target_entropy_scale", "beta_md", "md_lambda", "old_tau"),
+)
