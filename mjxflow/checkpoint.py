@@ -370,19 +370,31 @@ class LoadedRun:
     step: int
 
 
-def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
-    """Config, loop and the state of checkpoint `step` (default: the latest) of a run directory."""
-    cfg = load_json(rundir.path(run_dir, rundir.CONFIG))
+def open_run(run_dir: str, step: int | None = None) -> tuple[TrainConfig, Loop, int]:
+    """The one way a saved run is opened (load_run, policy.load_policies, evaluate, videos): its
+    config, its loop on the devices this process has, and checkpoint `step` (default: the latest);
+    FileNotFoundError naming what is missing."""
+    path = rundir.path(run_dir, rundir.CONFIG)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    cfg = load_json(path)
     steps = checkpoint_steps(run_dir)
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {steps}")
+    return cfg, build_loop(dataclasses.replace(cfg, devices=None)), step
+
+
+def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
+    """Config, loop and the whole train state of checkpoint `step` (default: the latest) of a run directory."""
+    cfg, loop, step = open_run(run_dir, step)
     with muted("absl"):
         mngr = manager(run_dir)
-    if step is None:
-        step = max(steps)
-    elif step not in steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {sorted(steps)}")
-    loop = build_loop(dataclasses.replace(cfg, devices=None))  # onto the devices this process has
     try:
         state, _ = read_checkpoint(mngr, run_dir, step, loop)
     except UnreadableCheckpoint as e:
         raise FileNotFoundError(f"the checkpoint at step {step} of {run_dir} cannot be read: {e}") from None
+    finally:
+        mngr.close()
     return LoadedRun(cfg=cfg, loop=loop, state=state, step=step)

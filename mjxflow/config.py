@@ -8,7 +8,6 @@ chosen one is read by name.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,8 +17,7 @@ import tyro
 from mjxflow import rundir
 from mjxflow.agents import registry
 from mjxflow.envs.catalogue import ENV_NAMES
-from mjxflow.options import (CriticConfig, FlowTimeConfig, MDBaseline, TimeDist, WeightScale, check_critic, check_times,  # noqa: F401
-                             check_typed, flag, require)
+from mjxflow.options import CriticConfig, check_critic
 
 EnvName = Literal[ENV_NAMES]  # every task of mjxflow.envs.catalogue
 

@@ -14,18 +14,15 @@ statistics), shaped (obs_size,) or (batch, obs_size); actions lie in [-1, 1].
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from mjxflow import rundir
 from mjxflow import checkpoint
-from mjxflow.config import TrainConfig, load_json
-from mjxflow.loop import Loop, PolicyState, build_loop
+from mjxflow.config import TrainConfig
+from mjxflow.loop import Loop, PolicyState
 
 
 @dataclass
@@ -44,16 +41,7 @@ class Policies:
 
 def load_policies(run_dir: str, step: int | None = None) -> Policies:
     """The policy item of checkpoint `step` (default: the latest) of a run, on this process's devices."""
-    path = rundir.path(run_dir, rundir.CONFIG)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    cfg = load_json(path)
-    steps = checkpoint.checkpoint_steps(run_dir)
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; saved steps: {steps}")
-    loop = build_loop(dataclasses.replace(cfg, devices=None))
+    cfg, loop, step = checkpoint.open_run(run_dir, step)
     try:
         state = checkpoint.restore_policy(run_dir, step, loop)
     except checkpoint.UnreadableCheckpoint as e:
