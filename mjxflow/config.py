@@ -197,10 +197,6 @@ TrainConfig = _train_config_class()
 registry.on_change(_rebuild)
 
 
-def agent_names() -> tuple[str, ...]:
-    return registry.names()
-
-
 def with_agent_choices(cls: type, one: tuple[str, ...] = (), many: tuple[str, ...] = ()) -> type:
     """A frozen dataclass `cls` with its fields `one` typed as the Literal of the registered agent
     names (default kept) and its fields `many` as tuples of them (default: every agent), so that
