@@ -116,7 +116,7 @@ class RunOptions:
     """Minibatch size of each gradient update; auto: 2 num_envs within [256, 8,192]."""
     updates_per_iter: int | None = None
     """Gradient updates G per iteration (one iteration = one step of every training env); auto:
-    a sample reuse (batch x G / num_envs) of 64 at 64 envs or fewer, falling to 16 at 1,024."""
+    a sample reuse (batch x G / num_envs) of 64 at 256 envs or fewer, falling to 16 at 1,024."""
     normalize_obs: bool = True
     """Normalise observations with running mean and variance (kept in the train state)."""
 

@@ -7,12 +7,28 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 # Choices that agents and the flow maths branch on (typed here, checked once with the config)
 TimeDist = Literal["logit_normal", "uniform"]
 MDBaseline = Literal["mean", "max"]
 WeightScale = Literal["std", "raw"]
+
+
+def _auto_bool(args: list[str]) -> bool | None:
+    if not args:
+        return True
+    if len(args) != 1 or args[0].lower() not in ("true", "false", "auto"):
+        raise ValueError(f"expected nothing (on), True, False or auto, got {' '.join(args)!r}")
+    return {"true": True, "false": False, "auto": None}[args[0].lower()]
+
+
+# A switch whose default (None) the scale rules decide: `--x` turns it on, `--x False` off, `--x auto` leaves it
+AutoBool = Annotated[bool | None, tyro.constructors.PrimitiveConstructorSpec(
+    nargs="*", metavar="[{True,False,auto}]", instance_from_str=_auto_bool,
+    is_instance=lambda x: x is None or isinstance(x, bool), str_from_instance=lambda x: ["auto" if x is None else str(x)])]
 
 
 @dataclass(frozen=True)
@@ -33,10 +49,11 @@ class CriticConfig:
     """Polyak rate of the target critics (target <- tau * online + (1 - tau) * target); auto:
     0.005 x batch_size / 256, and at least 2 / ((1 - gamma) x the run's gradient updates) so the
     targets converge within half the run, within [0.005, 0.1] (mjxflow.scale)."""
-    distributional: bool = False
+    distributional: AutoBool = None
     """A categorical (C51-style) critic: each Q network outputs a distribution over num_atoms
     fixed values in [v_min, v_max], trained by cross-entropy against the projected target
-    distribution of r + gamma z; actors and every weight read its expected value."""
+    distribution of r + gamma z; actors and every weight read its expected value. `--critic.distributional`
+    turns it on, `--critic.distributional False` off; auto: on at 256 envs or more (mjxflow.scale)."""
     num_atoms: int = 101
     """Atoms of the distributional critic's support."""
     v_min: float | None = None

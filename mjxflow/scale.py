@@ -8,7 +8,7 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | total_steps       | the env's preset (`envs.catalogue`)                     |          |            |            |
 | batch_size        | 2 n, clipped to [256, 8,192]                            | 256      | 2,048      | 8,192      |
 | updates_per_iter  | round(reuse(n) n / batch), at least 1                   | 4        | 8          | 8          |
-|   reuse(n)        | 64 sqrt(64 / n), clipped to [16, 64]                    | 64       | 16         | 16         |
+|   reuse(n)        | 64 x 256 / n, clipped to [16, 64]                       | 64       | 16         | 16         |
 | replay_size       | 1,024 iterations, at least 100,000 transitions, at most | 100,000  | 1,048,576  | 4,194,304  |
 |                   | replay_gib_per_seed                                     |          |            |            |
 | min_replay        | max(2,000, batch, 10 n)                                 | 2,000    | 10,240     | 40,960     |
@@ -18,6 +18,8 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | num_checkpoints   | 5 (at most one per iteration)                           |          |            |            |
 | critic.tau        | 0.005 batch / 256, and at least 2 / ((1 - gamma) x the  | 0.005    | 0.04       | 0.1        |
 |                   | run's gradient updates), clipped to [0.005, 0.1]        |          |            |            |
+| critic.distribu-  | on (C51) at n >= 256, off below                         | off      | on         | on         |
+|   tional          |                                                         |          |            |            |
 | critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in the catalogue |  |  |  |
 | fpmd.explore_     | half the run's gradient updates, at most 50,000 (an     |          |            |            |
 |   decay_updates   | agent's own auto options: its spec's `auto`, e.g.       |          |            |            |
@@ -26,7 +28,9 @@ size of one transition; an option given explicitly always wins. The rules, with 
 They follow published massively parallel off-policy recipes: FastSAC (4,096 envs, batch 8,192,
 8 updates per iteration: reuse 16, replay 1,024 steps per env), FastTD3 (1,024 envs, reuse 64,
 10,240 steps per env) and brax's SAC (128 envs, batch 512); at 16 envs they give this project's
-long-standing CPU defaults. Sample reuse = batch x updates per iteration / n is how many times each
+long-standing CPU defaults. At 256 envs (batch 512) they give 32 updates per iteration (reuse 64)
+and the C51 critic: on Ant at 1M env steps that pair beat reuse 32 and either change alone
+(docs/RESULTS.md, "Ant at 256 envs"). Sample reuse = batch x updates per iteration / n is how many times each
 transition is drawn on average; `derived` reports it with the other figures of a run.
 
 Schedules counted in gradient updates do not transfer across scale: a run of 4,096 envs makes
@@ -39,7 +43,6 @@ share of the run rather than a fixed count.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 import jax.numpy as jnp
@@ -58,6 +61,7 @@ DEFAULT_NUM_CHECKPOINTS = 5
 REPLAY_ITERATIONS = 1024  # auto replay capacity, in iterations of num_envs transitions
 MIN_AUTO_REPLAY = 100_000
 BASE_TAU, MAX_TAU, BASE_BATCH = 0.005, 0.1, 256
+DISTRIBUTIONAL_MIN_ENVS = 256  # the auto critic is distributional (C51) from this many envs on
 PROPAGATION = 2.0  # the targets converge within 1 / PROPAGATION of the run's updates (auto_tau)
 
 
@@ -80,7 +84,8 @@ def auto_value_range(reward_scale: float, gamma: float) -> tuple[float, float]:
 
 
 def sample_reuse_target(num_envs: int) -> float:
-    return min(64.0, max(16.0, 64.0 * math.sqrt(64.0 / num_envs)))
+    """64 up to 256 envs (measured on Ant at 256: reuse 64 over 32), falling as 1 / n to 16 at 1,024."""
+    return min(64.0, max(16.0, 64.0 * DISTRIBUTIONAL_MIN_ENVS / num_envs))
 
 
 def auto_batch_size(num_envs: int) -> int:
@@ -120,7 +125,8 @@ def unresolved(cfg: TrainConfig) -> list[str]:
     """The auto (None) options that resolve() would fill in; empty for a resolved config."""
     left = [f for f in AUTO_FIELDS if getattr(cfg, f) is None]
     left += ["critic.tau"] if cfg.critic.tau is None else []
-    left += ["critic.v_min / v_max"] if cfg.critic.distributional and None in (cfg.critic.v_min, cfg.critic.v_max) else []
+    left += ["critic.distributional"] if cfg.critic.distributional is None else []
+    left += ["critic.v_min / v_max"] if cfg.critic.distributional is not False and None in (cfg.critic.v_min, cfg.critic.v_max) else []
     left += [f"{spec.group}.{f}" for spec in registry.specs() for f in spec.auto_fields
              if getattr(getattr(cfg, spec.group), f) is None]
     return left
@@ -146,6 +152,8 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     min_replay = cfg.min_replay if cfg.min_replay is not None else min(replay, max(2000, batch, 10 * n))
     critic = cfg.critic if cfg.critic.tau is not None else dataclasses.replace(
         cfg.critic, tau=auto_tau(batch, run_updates(iters, n, min_replay, updates), cfg.critic.gamma))
+    if critic.distributional is None:
+        critic = dataclasses.replace(critic, distributional=n >= DISTRIBUTIONAL_MIN_ENVS)
     if critic.distributional and (critic.v_min is None or critic.v_max is None):
         low, high = auto_value_range(preset.reward_scale, critic.gamma)
         critic = dataclasses.replace(critic, v_min=low if critic.v_min is None else critic.v_min,

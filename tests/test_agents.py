@@ -52,7 +52,7 @@ def make_batch(terminated):
 
 
 def test_td_target_closed_form_and_truncation():
-    critic = Critic(CriticConfig(tau=0.005, hidden=(8,), gamma=0.9), 3, 1)
+    critic = Critic(CriticConfig(distributional=False, tau=0.005, hidden=(8,), gamma=0.9), 3, 1)
     state = critic.init(jax.random.PRNGKey(0))
     next_action, next_logp, alpha = jnp.full((2, 1), 0.3), jnp.array([-1.0, 0.5]), jnp.asarray(0.2)
     q_next = np.asarray(critic.q(state.target_params, jnp.ones((2, 3)), next_action))
@@ -64,7 +64,7 @@ def test_td_target_closed_form_and_truncation():
 def test_critic_loss_is_the_summed_squared_td_error_of_both_critics():
     """loss = mean over the batch of sum over the twin critics of (Q_k(s, a) - y)^2, and the logged
     means are those of Q and y (a wrong sign, power or axis changes the value)."""
-    critic = Critic(CriticConfig(tau=0.005, hidden=(8,)), 3, 1)
+    critic = Critic(CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 3, 1)
     params = critic.init(jax.random.PRNGKey(1)).params
     obs = jax.random.normal(jax.random.PRNGKey(2), (3, 3))
     batch = Transition(obs=obs, action=jnp.array([[-0.5], [0.1], [0.9]]), reward=jnp.zeros(3), next_obs=obs,
@@ -79,7 +79,7 @@ def test_critic_loss_is_the_summed_squared_td_error_of_both_critics():
 
 
 def test_critic_update_is_adam_step_then_polyak():
-    cfg = CriticConfig(hidden=(8,), tau=0.1, lr=1e-2)
+    cfg = CriticConfig(hidden=(8,), tau=0.1, lr=1e-2, distributional=False)
     critic = Critic(cfg, 3, 1)
     state = critic.init(jax.random.PRNGKey(0))
     state = state.replace(target_params=jax.tree.map(lambda p: p + 1.0, state.params))
@@ -99,7 +99,7 @@ def test_critic_update_is_adam_step_then_polyak():
 
 
 def test_twin_critics_are_independent():
-    critic = Critic(CriticConfig(tau=0.005, hidden=(8,)), 3, 1)
+    critic = Critic(CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 3, 1)
     state = critic.init(jax.random.PRNGKey(0))
     q = critic.q(state.params, jnp.ones((4, 3)), jnp.ones((4, 1)))
     assert q.shape == (2, 4) and not np.allclose(q[0], q[1])
@@ -109,7 +109,7 @@ def test_critic_ensemble_size_and_layer_norm():
     """--critic.num-q sets the members (the min is over all of them) and --critic.layer-norm puts a
     LayerNorm (scale and bias) after every hidden layer of each member."""
     obs, action = jax.random.normal(jax.random.PRNGKey(1), (5, 3)), jnp.full((5, 1), 0.2)
-    critic = Critic(CriticConfig(tau=0.005, hidden=(8, 8), num_q=3, layer_norm=True), 3, 1)
+    critic = Critic(CriticConfig(distributional=False, tau=0.005, hidden=(8, 8), num_q=3, layer_norm=True), 3, 1)
     params = critic.init(jax.random.PRNGKey(0)).params
     q = np.asarray(critic.q(params, obs, action))
     assert q.shape == (3, 5)
@@ -119,10 +119,10 @@ def test_critic_ensemble_size_and_layer_norm():
     assert inner["LayerNorm_0"]["scale"].shape == (3, 8)
     # the hidden activations are normalised: shifting an input feature by a huge constant leaves
     # LayerNorm's output (and so Q) bounded, unlike the plain MLP
-    plain = Critic(CriticConfig(tau=0.005, hidden=(8, 8), num_q=3), 3, 1)
+    plain = Critic(CriticConfig(distributional=False, tau=0.005, hidden=(8, 8), num_q=3), 3, 1)
     plain_params = plain.init(jax.random.PRNGKey(0)).params
     big = obs.at[:, 0].add(1e4)
     assert np.abs(np.asarray(critic.q(params, big, action))).max() < 100
     assert np.abs(np.asarray(plain.q(plain_params, big, action))).max() > 100
     with pytest.raises(ValueError, match="--critic.num-q must be >= 1"):
-        Critic(CriticConfig(tau=0.005, num_q=0), 3, 1)
+        Critic(CriticConfig(distributional=False, tau=0.005, num_q=0), 3, 1)

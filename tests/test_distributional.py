@@ -179,6 +179,25 @@ def test_auto_range_from_the_reward_scale_and_gamma_and_explicit_values_win():
     assert scale.resolve(TrainConfig(env="ant")).critic.v_max is None  # a scalar critic has no range
 
 
+def test_the_auto_critic_is_distributional_from_256_envs_and_an_explicit_choice_wins(capsys):
+    """`--critic.distributional` alone turns it on, `False` off, `auto` (the default) leaves it to
+    the scale rules; a bad value is refused before anything runs."""
+    def critic(*args):
+        assert train.main(["--env", "ant", *args, "--print-config"]) == 0
+        return json.loads(capsys.readouterr().out)["critic"]
+
+    assert critic("--num-envs", "255")["distributional"] is False and critic("--num-envs", "256")["distributional"] is True
+    assert critic("--num-envs", "256", "--critic.distributional", "False")["distributional"] is False
+    assert critic("--num-envs", "256", "--critic.distributional", "false")["v_max"] is None
+    assert critic("--num-envs", "16", "--critic.distributional")["distributional"] is True
+    assert critic("--num-envs", "16", "--critic.distributional", "True")["distributional"] is True
+    assert critic("--num-envs", "256", "--critic.distributional", "auto")["distributional"] is True
+    assert train.main(["--critic.distributional", "maybe", "--print-config"]) == 2
+    assert "expected nothing (on), True, False or auto, got 'maybe'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--critic.distributional True or False"):
+        Critic(CriticConfig(tau=0.005), 3, 1)  # the agents get resolved values only
+
+
 def test_print_config_shows_the_critic_options(capsys):
     assert train.main(["--env", "ant", "--num-envs", "256", "--critic.distributional", "--critic.num-atoms", "51",
                        "--critic.gamma", "0.97", "--print-config"]) == 0

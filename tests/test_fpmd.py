@@ -15,7 +15,7 @@ CFG = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=4, explore_std
 
 @pytest.fixture(scope="module", params=["r", "m"])
 def agent(request):
-    agent = FPMD(request.param, CFG, CriticConfig(tau=0.005, hidden=(16,)), 3, 2)
+    agent = FPMD(request.param, CFG, CriticConfig(distributional=False, tau=0.005, hidden=(16,)), 3, 2)
     return agent, agent.init(jax.random.PRNGKey(0))
 
 

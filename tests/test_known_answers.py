@@ -193,7 +193,7 @@ def smfp(**switches):
     """A small SMFP with the full mirror-descent step and the conditional surrogate unless switched."""
     switches = {"md_samples": 0, "md_states": 1.0, "entropy_draws": 1, **switches}
     cfg = SMFPConfig(actor_hidden=(16, 16), num_particles=8, **switches)
-    return make_agent(dataclasses.replace(tiny_config(agent="smfp"), smfp=cfg, critic=CriticConfig(tau=0.005, hidden=(16,))), 2, 2)
+    return make_agent(dataclasses.replace(tiny_config(agent="smfp"), smfp=cfg, critic=CriticConfig(distributional=False, tau=0.005, hidden=(16,))), 2, 2)
 
 
 OBS = jax.random.normal(jax.random.PRNGKey(11), (32, 2))
@@ -382,7 +382,7 @@ def test_smfp_cheap_md_step_gives_the_full_weighted_loss_in_expectation(cheap):
 
 @pytest.mark.parametrize("dist, frac", [("logit_normal", 1.0), ("uniform", 0.25)])
 def test_md_times_follow_the_configured_sampler(dist, frac):
-    agent = make_agent(dataclasses.replace(tiny_config(agent="smfp"), critic=CriticConfig(tau=0.005, hidden=(16,)), smfp=SMFPConfig(
+    agent = make_agent(dataclasses.replace(tiny_config(agent="smfp"), critic=CriticConfig(distributional=False, tau=0.005, hidden=(16,)), smfp=SMFPConfig(
         actor_hidden=(16,), num_particles=64, md_samples=0, md_states=1.0, times=dataclasses.replace(SMFPConfig().times, dist=dist, frac_r_neq_t=frac))), 2, 2)
     state = agent.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (256, 2))
@@ -404,7 +404,7 @@ def test_fpmd_cheap_actor_step_gives_the_full_weighted_loss_in_expectation(varia
     from mjxflow.agents.fpmd import FPMD
 
     base = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=3, md_lambda=0.3, explore_decay_updates=50_000)
-    full, cheap_agent = (FPMD(variant, c, CriticConfig(tau=0.005, hidden=(16,)), 2, 2) for c in (base, dataclasses.replace(base, **cheap)))
+    full, cheap_agent = (FPMD(variant, c, CriticConfig(distributional=False, tau=0.005, hidden=(16,)), 2, 2) for c in (base, dataclasses.replace(base, **cheap)))
     state = full.init(jax.random.PRNGKey(0))
     keys = jax.random.split(jax.random.PRNGKey(3), 3000)
     losses = lambda agent: np.asarray(jax.jit(jax.vmap(lambda k: agent.actor_loss(state.actor_params, state, OBS, k)[0]))(keys))
@@ -421,7 +421,7 @@ def test_fpmd_weights_use_lambda_and_particles_use_k_steps(variant, scale):
 
     cfg = FPMDConfig(actor_hidden=(16,), num_particles=8, train_steps=5, md_lambda=0.2, weight_scale=scale,
                      explore_decay_updates=50_000)
-    agent = FPMD(variant, cfg, CriticConfig(tau=0.005, hidden=(16,)), 2, 2)
+    agent = FPMD(variant, cfg, CriticConfig(distributional=False, tau=0.005, hidden=(16,)), 2, 2)
     state = agent.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(3)
     x, q, w, _ = agent.actor_terms(state.actor_params, state, OBS, key)

@@ -40,15 +40,20 @@ def test_every_catalogued_env_has_its_true_sizes_and_family():
     assert set(tasks("probe")) == set(PROBES) and len(tasks("brax")) == 11
 
 
-@pytest.mark.parametrize("n, batch, updates, replay, min_replay, episodes, tau, decay", [
-    (16, 256, 4, 100_000, 2_000, 10, 0.005, 50_000),
-    (1024, 2048, 8, 1_048_576, 10_240, 32, 0.04, 39_064),  # 9,766 iterations x 8 updates / 2
-    (4096, 8192, 8, 4_194_304, 40_960, 128, 0.1, 9_768),
+@pytest.mark.parametrize("n, batch, updates, replay, min_replay, episodes, tau, decay, c51", [
+    (16, 256, 4, 100_000, 2_000, 10, 0.005, 50_000, False),
+    (128, 256, 32, 131_072, 2_000, 10, 0.005, 50_000, False),  # reuse 64 up to 256 envs
+    (255, 510, 32, 261_120, 2_550, 10, 0.009961, 50_000, False),
+    (256, 512, 32, 262_144, 2_560, 10, 0.01, 50_000, True),  # the Ant-measured pair: reuse 64 and C51
+    (512, 1024, 16, 524_288, 5_120, 16, 0.02, 50_000, True),  # reuse 32: 64 x 256 / 512
+    (1024, 2048, 8, 1_048_576, 10_240, 32, 0.04, 39_064, True),  # 9,766 iterations x 8 updates / 2
+    (4096, 8192, 8, 4_194_304, 40_960, 128, 0.1, 9_768, True),
 ])
-def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay, episodes, tau, decay):
+def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay, episodes, tau, decay, c51):
     cfg = scale.resolve(TrainConfig(env="ant", num_envs=n), obs_size=27, action_size=8)
     assert (cfg.batch_size, cfg.updates_per_iter, cfg.replay_size, cfg.min_replay, cfg.eval_episodes) == \
         (batch, updates, replay, min_replay, episodes)
+    assert cfg.critic.distributional is c51 and (cfg.critic.v_max is not None) == c51
     assert (cfg.total_steps, cfg.episode_length, cfg.num_evals) == (10_000_000, 1000, 20)
     assert cfg.critic.tau == pytest.approx(tau) and cfg.fpmd.explore_decay_updates == decay
 
@@ -64,14 +69,14 @@ def test_tau_lets_the_targets_converge_within_half_the_run():
     assert short.critic.tau == pytest.approx(2 / (0.03 * updates), rel=1e-3)
     # a run long enough for the batch rule keeps it; a very short one stops at the cap
     assert scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=1_000_000)).critic.tau == 0.01
-    assert scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=20_000)).critic.tau == scale.MAX_TAU
+    assert scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=10_000)).critic.tau == scale.MAX_TAU
 
 
 def test_explicit_nested_options_win():
     from mjxflow.agents.fpmd import FPMDConfig
     from mjxflow.options import CriticConfig
 
-    cfg = scale.resolve(TrainConfig(env="ant", num_envs=4096, critic=CriticConfig(tau=0.02),
+    cfg = scale.resolve(TrainConfig(env="ant", num_envs=4096, critic=CriticConfig(distributional=False, tau=0.02),
                                     fpmd=FPMDConfig(explore_decay_updates=7)), 27, 8)
     assert cfg.critic.tau == 0.02 and cfg.fpmd.explore_decay_updates == 7
 

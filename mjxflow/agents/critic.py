@@ -47,6 +47,8 @@ class Critic:
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size
+        if cfg.distributional is None:
+            raise ValueError("the critic needs --critic.distributional True or False (auto: mjxflow.scale.resolve decides by num_envs)")
         self.distributional = cfg.distributional
         self.net = EnsembleQ(tuple(cfg.hidden), cfg.num_q, cfg.layer_norm, cfg.num_atoms if cfg.distributional else 1)
         self.opt = optax.adam(cfg.lr)
