@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import subprocess
@@ -55,8 +56,10 @@ from mjxflow import config
 from mjxflow.config import EnvName, TrainConfig
 from mjxflow.envs import check_env_name, check_physics, make_env
 from mjxflow.scale import resolve
+from mjxflow import roofline
+from mjxflow.roofline import AcceleratorName
 
-Measure = Literal["train", "floor", "latency", "sweep", "peer", "headline", "update", "devices"]  # = SECTIONS' keys
+Measure = Literal["train", "floor", "latency", "sweep", "peer", "headline", "update", "devices", "roofline"]  # = SECTIONS' keys
 MEASURES: tuple[str, ...] = typing.get_args(Measure)
 DEFAULT_MEASURES: tuple[Measure, ...] = ("train", "floor", "latency", "sweep", "peer")
 CriticVariant = Literal["ln", "c51", "wide"]  # = CRITIC_VARIANTS' keys
@@ -82,7 +85,9 @@ class BenchConfig:
     """Which tables: train, floor, latency, sweep, peer; headline (not in the default set) runs the
     full auto-scaled training config of each --num-envs and agent (as `mjxflow.train` would: its
     batch, updates, replay, evaluation episodes and seeds; --batch-size, --updates-per-iter and
-    --hidden do not apply) for --iters x --repeats timed iterations and one evaluation."""
+    --hidden do not apply) for --iters x --repeats timed iterations and one evaluation; roofline
+    (not in the default set) counts what one iteration of that same config computes and moves, part
+    by part, and the least time it takes on --accelerator (mjxflow.roofline; nothing is run)."""
     batch_size: tuple[int, ...] = (256,)
     """Minibatch sizes: the update table measures each; the other tables use the first."""
     updates_per_iter: int = 4
@@ -104,6 +109,13 @@ class BenchConfig:
     """FPMD-R Euler steps K of its particle sampling in training."""
     latency_steps: int = 20
     """Euler steps of FPMD-R's multi-step row in the latency table (its paper's K)."""
+    accelerator: AcceleratorName = "h200"
+    """Accelerator of the roofline table: h200 or h100-sxm (peak dense TF32 rate and memory
+    bandwidth from their datasheets, mjxflow.roofline.ACCELERATORS)."""
+    peak_tflops: float | None = None
+    """The roofline's peak rate in TFLOPS instead of the accelerator's."""
+    bandwidth_tbps: float | None = None
+    """The roofline's memory bandwidth in TB/s instead of the accelerator's."""
     peer_venv: str = "~/.cache/mjxflow/peer-venv"
     """Virtual environment of brax's trainer (create it from benchmarks/peer/requirements.txt)."""
     peer_timeout: int = 1800
@@ -145,6 +157,10 @@ def validate(cfg: BenchConfig) -> None:
         value = getattr(cfg, name)
         if max(value if isinstance(value, tuple) else (value,)) > INT32_MAX:
             raise ConfigError(f"--{name.replace('_', '-')} must be at most {INT32_MAX:,} (2^31 - 1), got {value}")
+    for name in ("peak_tflops", "bandwidth_tbps"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     if cfg.name is not None and (cfg.name in ("", ".", "..") or "/" in cfg.name or os.sep in cfg.name):
         raise ConfigError(f"--name must be a name, not a path, got {cfg.name!r} (use --out-dir for the folder)")
     check_train_configs(cfg)
@@ -604,6 +620,17 @@ def _headline(cfg: BenchConfig, log, done: dict):
     return f"Headline config ({cfg.env}, auto-scaled as mjxflow.train resolves it)", rows, headline_table(rows)
 
 
+def _roofline(cfg: BenchConfig, log, done: dict):
+    acc = roofline.accelerator(cfg.accelerator, cfg.peak_tflops, cfg.bandwidth_tbps)
+    rows = []
+    for n in cfg.num_envs:
+        for a in cfg.agents:
+            log(f"  counting one iteration of {a} at {n} envs ...", flush=True)
+            rows.append(roofline.roofline(build_loop(config.TrainConfig(env=cfg.env, agent=a, num_envs=n, compile_cache=None)), acc))
+    return (f"Roofline of one iteration ({cfg.env}, the config mjxflow.train resolves) on {acc.name}: "
+            f"{acc.tflops:g} TFLOPS, {acc.tbps:g} TB/s ({acc.source})"), rows, roofline.roofline_table(rows)
+
+
 def _update(cfg: BenchConfig, log, done: dict):
     rows = measure_updates(cfg, log)
     return f"One gradient update ({cfg.env} sizes, after compilation)", rows, update_table(rows)
@@ -616,7 +643,8 @@ def _peer(cfg: BenchConfig, log, done: dict):
 
 
 SECTIONS: dict[str, Callable] = {"train": _train, "floor": _floor, "latency": _latency, "sweep": _sweep,
-                                 "devices": _devices, "headline": _headline, "update": _update, "peer": _peer}
+                                 "devices": _devices, "headline": _headline, "update": _update, "peer": _peer,
+                                 "roofline": _roofline}
 
 
 def run_bench(cfg: BenchConfig, log=print) -> dict:

@@ -42,7 +42,7 @@ def test_bench_tables_and_files(tmp_path, capsys):
 def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):
     assert bench.main(["--measure", "speed", "--out-dir", str(tmp_path)]) == 2
     assert ("invalid choice 'speed' for argument '--measure'. Expected one of ('train', 'floor', 'latency', 'sweep', "
-            "'peer', 'headline', 'update', 'devices')") in capsys.readouterr().err  # --help lists them too
+            "'peer', 'headline', 'update', 'devices', 'roofline')") in capsys.readouterr().err  # --help lists them too
     assert bench.main(["--agents", "ppo", "--out-dir", str(tmp_path)]) == 2
     capsys.readouterr()
     for argv, message in [(["--name", "a/b"], "--name must be a name, not a path, got 'a/b'"),
@@ -51,6 +51,8 @@ def test_bench_rejects_bad_input_before_compiling(tmp_path, capsys):
                           (["--agents", "sac", "--batch-size", "100000"], "--agents sac --num-envs 16 --batch-size "
                                                                           "100000: --min-replay 100000 exceeds --replay-size 10000"),
                           (["--seeds", "0"], "--seeds must be positive integers, got (0,)"),
+                          (["--peak-tflops", "0"], "--peak-tflops must be a positive number, got 0.0"),
+                          (["--bandwidth-tbps", "nan"], "--bandwidth-tbps must be a positive number, got nan"),
                           (["--iters", "4294967296"], "--iters must be at most 2,147,483,647")]:
         assert bench.main([*argv, "--out-dir", str(tmp_path)]) == 2, argv
         err = capsys.readouterr().err.strip()
