@@ -212,12 +212,18 @@ def peak_memory() -> tuple[int | None, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host RSS"
 
 
+def headline_loop(cfg: BenchConfig, agent: str, num_envs: int):
+    """The loop of `mjxflow.train --env E --agent A --num-envs N` with every other option auto (the
+    headline and roofline tables)."""
+    return build_loop(config.TrainConfig(env=cfg.env, agent=agent, num_envs=num_envs, compile_cache=None))
+
+
 def measure_headline(cfg: BenchConfig, agent: str, num_envs: int, log=print) -> dict:
     """The resolved training config of (env, agent, num_envs): warm-up past the replay's minimum
     fill, then timed chunks of cfg.iters iterations and one timed evaluation."""
     from mjxflow.scale import derived
 
-    loop = build_loop(config.TrainConfig(env=cfg.env, agent=agent, num_envs=num_envs, compile_cache=None))
+    loop = headline_loop(cfg, agent, num_envs)
     tc = loop.cfg
     fill = -(-tc.min_replay // num_envs) + 1  # the first iteration that learns, included
     chunk = loop.make_train_chunk(max(fill, cfg.iters))  # one program for the warm-up and the timed chunks
@@ -626,7 +632,7 @@ def _roofline(cfg: BenchConfig, log, done: dict):
     for n in cfg.num_envs:
         for a in cfg.agents:
             log(f"  counting one iteration of {a} at {n} envs ...", flush=True)
-            rows.append(roofline.roofline(build_loop(config.TrainConfig(env=cfg.env, agent=a, num_envs=n, compile_cache=None)), acc))
+            rows.append(roofline.roofline(headline_loop(cfg, a, n), acc))
     return (f"Roofline of one iteration ({cfg.env}, the config mjxflow.train resolves) on {acc.name}: "
             f"{acc.tflops:g} TFLOPS, {acc.tbps:g} TB/s ({acc.source})"), rows, roofline.roofline_table(rows)
 

@@ -21,7 +21,7 @@ from mjxflow.agents import Agent, make_agent
 from mjxflow.config import TrainConfig, parse_sweep, with_values
 from mjxflow.envs import Env, EpisodeEnv, EpisodeState, make_env, member_rollout_returns
 from mjxflow.normalizer import RunningStats
-from mjxflow.replay import Replay
+from mjxflow.replay import Replay, Transition
 from mjxflow.scale import resolve, transition_bytes, transition_example, unresolved
 
 
@@ -193,6 +193,11 @@ class Loop:
         info = {"train/return_sum": jnp.sum(out.episode_return), "train/episodes": jnp.sum(out.done.astype(jnp.float32))}
         return seed, info
 
+    def update_on(self, learner: Agent, norm: RunningStats, agent, batch: Transition, key: jax.Array):
+        """One gradient update of `learner` on a raw minibatch, its observations normalised first."""
+        batch = batch.replace(obs=self.normalize(norm, batch.obs), next_obs=self.normalize(norm, batch.next_obs))
+        return learner.update(agent, batch, key)
+
     def learn(self, seed: SeedState) -> tuple[SeedState, dict]:
         """G gradient updates of the agent on minibatches from this seed's replay buffer."""
         key, learn_key = jax.random.split(seed.key)
@@ -202,8 +207,7 @@ class Loop:
             agent, k = carry
             k, sample_key, update_key = jax.random.split(k, 3)
             batch = replay_lib.sample(seed.replay, sample_key, self.cfg.batch_size)
-            batch = batch.replace(obs=self.normalize(seed.norm, batch.obs), next_obs=self.normalize(seed.norm, batch.next_obs))
-            agent, info = learner.update(agent, batch, update_key)
+            agent, info = self.update_on(learner, seed.norm, agent, batch, update_key)
             return (agent, k), info
 
         (agent, _), infos = jax.lax.scan(one_update, (seed.agent, learn_key), None, length=self.cfg.updates_per_iter)

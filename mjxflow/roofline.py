@@ -97,8 +97,7 @@ def part_costs(loop: Loop) -> dict[str, Cost]:
     row = transition_bytes(loop.env.obs_size, loop.env.action_size)
     # the buffer's scatter and gathers by their rows: XLA's analysis counts a gather's whole operand
     write, read = Cost(0.0, m * n * row), Cost(0.0, 2 * m * cfg.batch_size * row)  # read rows, write the minibatch
-    update = cost(jax.vmap(lambda s, b: loop.agent.update(s.agent, b.replace(
-        obs=loop.normalize(s.norm, b.obs), next_obs=loop.normalize(s.norm, b.next_obs)), s.key)), seeds, batch)
+    update = cost(jax.vmap(lambda s, b: loop.update_on(loop.agent, s.norm, s.agent, b, s.key)), seeds, batch)
     return {"env step": env, "acting": acting, "replay": write + stats + read.times(g), "updates": update.times(g)}
 
 
