@@ -390,12 +390,15 @@ UPDATE_VARIANTS = {"smfp": {"smfp-full": dict(md_samples=0, md_states=1.0, entro
 CRITIC_VARIANTS = {"ln": dict(layer_norm=True), "c51": dict(distributional=True), "wide": dict(hidden=(1024, 1024))}
 
 
-def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None = None,
-                   critic: dict | None = None) -> tuple[float, float, float]:
-    """Seconds (median, min, max) of one jitted `update` (critic, actor, temperature) of `agent` on
-    a random batch of `batch` transitions of the env's sizes, each call on the state the last one
-    returned; `smfp` overrides SMFP options, `critic` the critic's (a distributional critic gets
-    the auto value range of `train`)."""
+UPDATE_CALLS = 21  # timed calls of each update at least: one update is milliseconds, its median needs many
+
+
+def update_runner(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None = None,
+                  critic: dict | None = None) -> Stateful:
+    """One jitted `update` (critic, actor, temperature) of `agent` on a random batch of `batch`
+    transitions of the env's sizes, compiled and called once: each later call runs on the state
+    the last one returned. `smfp` overrides SMFP options, `critic` the critic's (a distributional
+    critic gets the auto value range of `train`)."""
     from mjxflow.replay import Transition
 
     env = make_env(cfg.env, cfg.physics)
@@ -409,29 +412,43 @@ def measure_update(cfg: BenchConfig, agent: str, batch: int, smfp: dict | None =
         reward=jax.random.normal(k[2], (batch,)), next_obs=jax.random.normal(k[3], (batch, env.obs_size)), terminated=jnp.zeros(batch),
     )
     step = jax.jit(lambda st: ag.update(st, data, k[0]))  # one key serves: the key does not change the cost
-    run = Stateful(step, jax.block_until_ready(step(ag.init(jax.random.PRNGKey(1))))[0])
-    times = time_calls(run, max(5, cfg.repeats))
-    return float(np.median(times)), float(np.min(times)), float(np.max(times))
+    return Stateful(step, jax.block_until_ready(step(ag.init(jax.random.PRNGKey(1))))[0])
+
+
+def time_interleaved(runs: list[Callable[[], object]], calls: int) -> np.ndarray:
+    """Seconds of each of `runs`, (len(runs), calls): `calls` rounds, each calling every run once in
+    turn, so that a slow spell of the machine falls on all of them alike and their ratios hold."""
+    times = np.zeros((len(runs), calls))
+    for c in range(calls):
+        for i, run in enumerate(runs):
+            times[i, c] = time_calls(run, 1)[0]
+    return times
 
 
 def measure_updates(cfg: BenchConfig, log=print) -> list[dict]:
-    """measure_update for every agent and batch size, SAC first (measured even when not asked for:
-    it is the reference of the ratio), each agent's variants after it: SMFP's full step, and SAC
-    with each of --critic-variants (`sac [c51]`)."""
+    """The update of every agent and batch size, SAC first (measured even when not asked for: it
+    is the reference of the ratio), each agent's variants after it: SMFP's full step, and SAC with
+    each of --critic-variants (`sac [c51]`). A batch size's rows are timed side by side
+    (time_interleaved, max(--repeats, UPDATE_CALLS) rounds): the median of each, and its ratio to SAC's."""
     agents = ("sac",) + tuple(a for a in cfg.agents if a != "sac")
     variants = {a: [(a, None, None)] + [(label, opts, None) for label, opts in UPDATE_VARIANTS.get(a, {}).items()]
                 for a in agents}
     variants["sac"] += [(f"sac [{v}]", None, CRITIC_VARIANTS[v]) for v in cfg.critic_variants]
     rows = []
     for batch in cfg.batch_size:
-        sac_s = None
+        labels, runs = [], []
         for a in agents:
             for label, smfp, critic in variants[a]:
-                log(f"  timing one update of {label} at batch {batch} ...", flush=True)
-                med, lo, hi = measure_update(cfg, a, batch, smfp, critic)
-                sac_s = med if label == "sac" else sac_s
-                rows.append({"agent": label, "batch_size": batch, "seconds": med, "seconds_min": lo, "seconds_max": hi,
-                             "ratio_to_sac": med / sac_s})
+                log(f"  compiling one update of {label} at batch {batch} ...", flush=True)
+                labels.append(label)
+                runs.append(update_runner(cfg, a, batch, smfp, critic))
+        log(f"  timing them side by side at batch {batch} ...", flush=True)
+        times = time_interleaved(runs, max(cfg.repeats, UPDATE_CALLS))
+        sac_s = float(np.median(times[0]))
+        for label, t in zip(labels, times):
+            med = float(np.median(t))
+            rows.append({"agent": label, "batch_size": batch, "seconds": med, "seconds_min": float(np.min(t)),
+                         "seconds_max": float(np.max(t)), "ratio_to_sac": med / sac_s})
     return rows
 
 

@@ -167,3 +167,12 @@ def test_floor_timings_compile_nothing_inside_their_timed_calls(timer, bandit_sa
     state, _ = bandit_sac.chunk(bandit_sac.init())  # past the replay's minimum fill
     seconds = getattr(bench, timer)(bandit_sac.loop, state, bench.BenchConfig(env="bandit", iters=2, repeats=2, compile_cache=None))
     assert grown == [0] and seconds > 0
+
+
+def test_updates_are_timed_side_by_side():
+    """time_interleaved calls every run once per round, in turn, so a slow spell of the machine
+    lands on all of them: the order of the calls is the rounds', and each run gets `calls` times."""
+    order = []
+    runs = [lambda i=i: order.append(i) for i in range(3)]
+    times = bench.time_interleaved(runs, 4)
+    assert order == [0, 1, 2] * 4 and times.shape == (3, 4) and (times >= 0).all()

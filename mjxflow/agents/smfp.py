@@ -61,12 +61,12 @@ class SMFPConfig:
     step takes it on a random 1/K of the states, the critic's bonus costs K actor evaluations."""
     beta_md: float = 1.0
     """Weight of the mirror-descent MeanFlow regression in the actor loss (0 turns it off)."""
-    num_particles: int = 16
+    num_particles: int = 8
     """Particles per state drawn from the old policy for the mirror-descent step."""
     md_samples: int = 4
     """0: regress every particle with its weight. M > 0: regress only M particles per state, drawn
     in proportion to their weights (same expected loss, M / num_particles of the regression cost)."""
-    md_states: float = 0.25
+    md_states: float = 0.125
     """Fraction of each minibatch's states that the mirror-descent step uses (a random subset;
     1: all). Its expected loss is the full batch's, at about this fraction of the step's cost."""
     weights: Literal["linear", "exp"] = "linear"
