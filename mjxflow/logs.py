@@ -38,6 +38,8 @@ def chunk_rows(metrics: dict, end_iteration: int, num_envs: int, wall_time: floa
             "wall_time": round(wall_time, 3),
             **({"eval_return": float(last_eval[s])} if done.size else {}),
             "train_return": float(metrics["train/return_sum"][:, s].sum() / episodes) if episodes else math.nan,
+            "train_episodes": int(episodes),
+            "reused_starts": int(metrics["train/reused_starts"][:, s].sum()),  # episodes begun from an already used spare
         }
         for key in sorted(metrics):
             if key.startswith(("train/", "eval/", "check/")):

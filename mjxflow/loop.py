@@ -83,7 +83,7 @@ class Loop:
         self.cfg = cfg
         self.env = env
         self.agent = agent
-        self.episode_env = EpisodeEnv(env, cfg.episode_length)
+        self.episode_env = EpisodeEnv(env, cfg.episode_length, spares=cfg.reset_every > 1)
         self.total_iters = cfg.iterations  # exactly ceil(total_steps / num_envs)
         self.sweep_names = [path for path, _ in parse_sweep(cfg.sweep)]
         self.points = cfg.sweep_points  # grid points; member m is point m // num_seeds, seed m % num_seeds
@@ -174,8 +174,9 @@ class Loop:
             return lambda obs, key: self.agent.act(actor, self.normalize(ps.norm, obs), key, True)
         return lambda obs, key: self.agent.policy_sample(actor, self.normalize(ps.norm, obs), key)
 
-    def collect(self, seed: SeedState, random_actions: jax.Array) -> tuple[SeedState, dict]:
-        """One step of every training environment; the transitions go into the replay buffer."""
+    def collect(self, seed: SeedState, random_actions: jax.Array, iteration: jax.Array) -> tuple[SeedState, dict]:
+        """One step of every training environment (the spares' window at `iteration`); the
+        transitions go into the replay buffer."""
         key, act_key, random_key = jax.random.split(seed.key, 3)
         obs = seed.envs.env.obs
         action = jax.lax.cond(
@@ -183,14 +184,15 @@ class Loop:
             lambda: jax.random.uniform(random_key, (self.cfg.num_envs, self.env.action_size), minval=-1.0, maxval=1.0),
             lambda: self.policy(seed, False)(obs, act_key),
         )
-        envs, out = jax.vmap(self.episode_env.step)(seed.envs, action)
+        envs, out = self.episode_env.step_batch(seed.envs, action, self.cfg.reset_every, iteration)
         seed = seed.replace(
             envs=envs,
             replay=replay_lib.add(seed.replay, out.transition),
             norm=normalizer.update(seed.norm, out.transition.next_obs),
             key=key,
         )
-        info = {"train/return_sum": jnp.sum(out.episode_return), "train/episodes": jnp.sum(out.done.astype(jnp.float32))}
+        info = {"train/return_sum": jnp.sum(out.episode_return), "train/episodes": jnp.sum(out.done.astype(jnp.float32)),
+                "train/reused_starts": jnp.sum(out.reused.astype(jnp.float32))}
         return seed, info
 
     def update_on(self, learner: Agent, norm: RunningStats, agent, batch: Transition, key: jax.Array):
@@ -239,7 +241,7 @@ class Loop:
         """One iteration for every member: collect, and learn once the replay holds min_replay; a
         member whose state turns non-finite is frozen (Loop.freeze)."""
         random_actions = ts.seeds.replay.size[0] < self.cfg.min_replay
-        seeds, info = jax.vmap(self.collect, in_axes=(0, None))(ts.seeds, random_actions)
+        seeds, info = jax.vmap(self.collect, in_axes=(0, None, None))(ts.seeds, random_actions, ts.iteration)
 
         ready = seeds.replay.size[0] >= self.cfg.min_replay
         learn = jax.vmap(self.learn)

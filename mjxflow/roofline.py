@@ -90,7 +90,8 @@ def part_costs(loop: Loop) -> dict[str, Cost]:
     one = transition_example(loop.env.obs_size, loop.env.action_size, np.zeros)
     batched = lambda count: jax.tree.map(lambda x: jax.ShapeDtypeStruct((m, count) + x.shape, x.dtype), one)
     actions = jax.ShapeDtypeStruct((m, n, loop.env.action_size), jnp.float32)
-    env = cost(jax.vmap(jax.vmap(loop.episode_env.step)), seeds.envs, actions)
+    env = cost(jax.vmap(lambda s, a: loop.episode_env.step_batch(s, a, cfg.reset_every, jnp.zeros((), jnp.int32))),
+               seeds.envs, actions)
     acting = cost(jax.vmap(lambda s: loop.policy(s, False)(s.envs.env.obs, s.key)), seeds)
     fresh, batch = batched(n), batched(cfg.batch_size)
     stats = cost(jax.vmap(normalizer.update), seeds.norm, fresh.next_obs)

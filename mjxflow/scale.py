@@ -21,6 +21,8 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | critic.distribu-  | on (C51) at n >= 256, off below                         | off      | on         | on         |
 |   tional          |                                                         |          |            |            |
 | critic.v_min/max  | distributional critic only: -+ reward_scale / (1 - gamma), the env's reward scale in the catalogue |  |  |  |
+| reset_every       | 16 (MJX physics under jax, episodes of >= 16 steps), 1  | 16       | 16         | 16         |
+|                   | otherwise (the probes, MuJoCo Warp)                     |          |            |            |
 | fpmd.explore_     | half the run's gradient updates, at most 50,000 (an     |          |            |            |
 |   decay_updates   | agent's own auto options: its spec's `auto`, e.g.       |          |            |            |
 |                   | mjxflow.agents.fpmd.auto_explore_decay)                 |          |            |            |
@@ -61,6 +63,7 @@ DEFAULT_NUM_CHECKPOINTS = 5
 REPLAY_ITERATIONS = 1024  # auto replay capacity, in iterations of num_envs transitions
 MIN_AUTO_REPLAY = 100_000
 BASE_TAU, MAX_TAU, BASE_BATCH = 0.005, 0.1, 256
+RESET_EVERY = 16  # auto: env steps between redraws of the spare initial states (auto_reset_every)
 DISTRIBUTIONAL_MIN_ENVS = 256  # the auto critic is distributional (C51) from this many envs on
 PROPAGATION = 2.0  # the targets converge within 1 / PROPAGATION of the run's updates (auto_tau)
 
@@ -86,6 +89,15 @@ def auto_value_range(reward_scale: float, gamma: float) -> tuple[float, float]:
 def sample_reuse_target(num_envs: int) -> float:
     """64 up to 256 envs (measured on Ant at 256: reuse 64 over 32), falling as 1 / n to 16 at 1,024."""
     return min(64.0, max(16.0, 64.0 * DISTRIBUTIONAL_MIN_ENVS / num_envs))
+
+
+def auto_reset_every(episode_length: int, physics: str) -> int:
+    """Env steps between redraws of the spare initial states: RESET_EVERY where a reset is a costly
+    physics forward pass (MJX under jax) and an episode lasts at least that many steps, so that an
+    env restarts from an already used spare only when it ends twice within RESET_EVERY steps;
+    1 (a reset of every env at every step) for shorter episodes (the probes' one-step episodes)
+    and under MuJoCo Warp, whose batch-wide buffers do not allow keeping spares."""
+    return 1 if physics == "warp" or episode_length < RESET_EVERY else RESET_EVERY
 
 
 def auto_batch_size(num_envs: int) -> int:
@@ -117,7 +129,7 @@ def transition_bytes(obs_size: int, action_size: int) -> int:
     return replay_lib.bytes_per_item(transition_example(obs_size, action_size, np.zeros))
 
 
-AUTO_FIELDS = ("total_steps", "episode_length", "batch_size", "updates_per_iter", "replay_size", "min_replay", "num_evals",
+AUTO_FIELDS = ("total_steps", "episode_length", "reset_every", "batch_size", "updates_per_iter", "replay_size", "min_replay", "num_evals",
                "eval_episodes", "chunk_iters", "num_checkpoints")
 
 
@@ -145,6 +157,7 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
         episode_length=cfg.episode_length if cfg.episode_length is not None else preset.episode_length,
     )
     iters = cfg.iterations
+    reset_every = cfg.reset_every if cfg.reset_every is not None else auto_reset_every(cfg.episode_length, cfg.physics)
     batch = cfg.batch_size if cfg.batch_size is not None else auto_batch_size(n)
     updates = cfg.updates_per_iter if cfg.updates_per_iter is not None else max(1, round(sample_reuse_target(n) * n / batch))
     replay = (cfg.replay_size if cfg.replay_size is not None
@@ -163,6 +176,7 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
         cfg,
         critic=critic,
         **groups,
+        reset_every=reset_every,
         batch_size=batch,
         updates_per_iter=updates,
         replay_size=replay,

@@ -47,7 +47,7 @@ RESUMABLE_CHANGES = frozenset(
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1
 POSITIVE_INTS = ("num_envs", "num_seeds", "total_steps", "num_evals", "eval_episodes", "chunk_iters", "num_checkpoints",
-                 "replay_size", "batch_size", "updates_per_iter", "keep_checkpoints", "episode_length")
+                 "replay_size", "batch_size", "updates_per_iter", "keep_checkpoints", "episode_length", "reset_every")
 
 
 def check_agent_flags(agent: str, argv: list[str]) -> None:

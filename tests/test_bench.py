@@ -28,6 +28,7 @@ def test_bench_tables_and_files(tmp_path, capsys):
     assert [(r["agent"], r["num_envs"]) for r in result["train"]] == [("sac", 4), ("fpmd-r", 4)]
     for r in result["floor"]:
         assert np.isfinite(r["overhead_ratio"]) and r["overhead_ratio"] > 0
+        assert r["env_over_raw"] == pytest.approx(r["env_step_s"] / r["raw_env_step_s"])
         assert r["env_steps_per_s"]["min"] <= r["env_steps_per_s"]["median"] <= r["env_steps_per_s"]["max"]
     # FPMD-R is timed at one step and at --latency-steps Euler steps, for each batch size
     assert [(r["agent"], r["nfe"], r["batch"]) for r in result["latency"]] == [
@@ -150,7 +151,7 @@ def test_an_unknown_critic_variant_is_one_line(capsys):
     assert len(err.splitlines()) == 1 and "invalid choice 'c52' for argument '--critic-variants'. Expected one of ('ln', 'c51', 'wide')" in err
 
 
-@pytest.mark.parametrize("timer", ["_time_env_only", "_time_updates_only"])
+@pytest.mark.parametrize("timer", ["_time_env_only", "_time_raw_env", "_time_updates_only"])
 def test_floor_timings_compile_nothing_inside_their_timed_calls(timer, bandit_sac, monkeypatch):
     """The floor's env-only and updates-only programs get back parts of their carry with other
     shardings (the PRNG key), a second program: it must compile in the warm-up, not in a timed call
@@ -165,7 +166,8 @@ def test_floor_timings_compile_nothing_inside_their_timed_calls(timer, bandit_sa
 
     monkeypatch.setattr(bench, "time_calls", counting)
     state, _ = bandit_sac.chunk(bandit_sac.init())  # past the replay's minimum fill
-    seconds = getattr(bench, timer)(bandit_sac.loop, state, bench.BenchConfig(env="bandit", iters=2, repeats=2, compile_cache=None))
+    timing = (lambda *a: bench._time_env_only(*a, raw=True)) if timer == "_time_raw_env" else getattr(bench, timer)
+    seconds = timing(bandit_sac.loop, state, bench.BenchConfig(env="bandit", iters=2, repeats=2, compile_cache=None))
     assert grown == [0] and seconds > 0
 
 

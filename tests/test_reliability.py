@@ -355,6 +355,7 @@ def test_nan_evaluation_inside_the_loop_is_reported():
     evals[3, 0] = 5.0  # seed 1's evaluation came back NaN
     metrics = {"check/learned": np.zeros((iters, seeds), bool), "check/evaluated": evaluated, "eval/return": evals,
                "train/return_sum": np.zeros((iters, seeds)), "train/episodes": np.ones((iters, seeds)),
+               "train/reused_starts": np.zeros((iters, seeds)),
                "check/state_finite": np.array([True, True])}
     assert health.first_nonfinite(metrics, 8, 10) == {1: (80, "eval/return")}
     from mjxflow.logs import chunk_rows

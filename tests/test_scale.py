@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mjxflow import checkpoint, scale, train
+from mjxflow import config as config_module
 from mjxflow.config import CriticConfig, TrainConfig, load_json
 from mjxflow.envs import CATALOGUE
 from mjxflow.logs import read_jsonl
@@ -56,6 +57,26 @@ def test_rules_give_the_documented_values(n, batch, updates, replay, min_replay,
     assert cfg.critic.distributional is c51 and (cfg.critic.v_max is not None) == c51
     assert (cfg.total_steps, cfg.episode_length, cfg.num_evals) == (10_000_000, 1000, 20)
     assert cfg.critic.tau == pytest.approx(tau) and cfg.fpmd.explore_decay_updates == decay
+    assert cfg.reset_every == 16
+
+
+@pytest.mark.parametrize("env, physics, length, every", [
+    ("ant", "jax", None, 16), ("ant", "jax", 15, 1), ("ant", "jax", 16, 16), ("bandit", "jax", None, 1),
+    ("CartpoleBalance", "warp", None, 1), ("CartpoleBalance", "jax", None, 16)])
+def test_spares_only_where_a_reset_is_physics_and_episodes_are_long(env, physics, length, every):
+    """Spares redrawn every 16 steps only for MJX physics under jax with episodes of 16 steps or
+    more: the probes' one-step episodes and MuJoCo Warp reset every env at every step."""
+    cfg = scale.resolve(TrainConfig(env=env, num_envs=256, physics=physics, episode_length=length))
+    assert cfg.reset_every == every
+
+
+def test_a_config_saved_before_spares_resumes_with_a_reset_every_step(tmp_path):
+    cfg = scale.resolve(TrainConfig(env="ant", num_envs=16))
+    path = str(tmp_path / "config.json")
+    save = config_module.to_dict(cfg)
+    del save["reset_every"]
+    json.dump(save, open(path, "w"))
+    assert load_json(path).reset_every == 1 and cfg.reset_every == 16
 
 
 def test_tau_lets_the_targets_converge_within_half_the_run():
@@ -118,7 +139,7 @@ def test_print_config_of_the_headline_command(capsys):
     assert {"iterations", "env_steps_per_seed", "sample_reuse", "replay_iterations", "num_evals", "eval_episodes",
             "host_syncs", "replay_bytes_per_seed"} <= set(d)
     auto = ["total_steps", "episode_length", "num_evals", "eval_episodes", "chunk_iters", "num_checkpoints", "replay_size",
-            "min_replay", "batch_size", "updates_per_iter"]
+            "min_replay", "batch_size", "updates_per_iter", "reset_every"]
     assert all(isinstance(out[k], int) for k in auto)  # every auto option resolved
 
 

@@ -19,6 +19,8 @@ class EpisodeState(struct.PyTreeNode):
     steps: jax.Array  # steps taken in the current episode
     ret: jax.Array  # return accumulated in the current episode
     key: jax.Array  # for the resets of this environment
+    spare: EnvState | None = None  # with spares: a fresh initial state drawn ahead, the next episode's start
+    stale: jax.Array | None = None  # with spares: the spare started an episode and waits for its refill
 
 
 class StepOutcome(struct.PyTreeNode):
@@ -26,6 +28,7 @@ class StepOutcome(struct.PyTreeNode):
     done: jax.Array  # episode ended here (terminated or truncated)
     truncated: jax.Array  # ended by the time limit only (the critic bootstraps)
     episode_return: jax.Array  # return of the episode that ended here (0 where not done)
+    reused: jax.Array  # the next episode starts from a spare that already started one (not yet refilled)
 
 
 def select_state(done: jax.Array, fresh: EnvState, nxt: EnvState) -> EnvState:
@@ -48,15 +51,25 @@ class EpisodeEnv:
     Termination (the task's rule) stops bootstrapping; truncation (the time limit) does not, and
     the transition keeps the true final observation either way. Every reset draws a fresh initial
     state from the environment's own distribution.
+
+    Without spares every step computes a reset for every environment and keeps it where the
+    episode ended. With `spares`, each environment holds a fresh initial state drawn ahead (its
+    spare): an ended episode restarts from it, and `refill` (on the batch) redraws every spare once
+    every `every` steps, so a step costs 1 / every of the resets. An environment that ends again
+    before the next redraw restarts from the same state once more (StepOutcome.reused counts it).
     """
 
-    def __init__(self, env: Env, episode_length: int | None = None):
+    def __init__(self, env: Env, episode_length: int | None = None, spares: bool = False):
         self.env = env
         self.episode_length = int(episode_length or env.default_episode_length)
+        self.spares = spares
 
     def reset(self, key: jax.Array) -> EpisodeState:
         key, reset_key = jax.random.split(key)
-        return EpisodeState(env=self.env.reset(reset_key), steps=jnp.zeros((), jnp.int32), ret=jnp.zeros(()), key=key)
+        state = EpisodeState(env=self.env.reset(reset_key), steps=jnp.zeros((), jnp.int32), ret=jnp.zeros(()), key=key)
+        if self.spares:
+            state = state.replace(spare=self.env.reset(jax.random.fold_in(key, 1)), stale=jnp.zeros((), bool))
+        return state
 
     def step(self, state: EpisodeState, action: jax.Array) -> tuple[EpisodeState, StepOutcome]:
         key, reset_key = jax.random.split(state.key)
@@ -70,16 +83,43 @@ class EpisodeEnv:
             obs=state.env.obs, action=action, reward=nxt.reward, next_obs=nxt.obs,
             terminated=terminated.astype(jnp.float32),
         )
-        fresh = self.env.reset(reset_key)
+        if state.spare is None:
+            fresh, stale, reused = self.env.reset(reset_key), None, jnp.zeros((), bool)
+        else:
+            fresh, stale, reused = state.spare, state.stale | done, done & state.stale
         env_state = select_state(done, fresh, nxt)
         new_state = EpisodeState(
             env=env_state,
             steps=jnp.where(done, 0, steps),
             ret=jnp.where(done, 0.0, ret),
             key=key,
+            spare=state.spare,
+            stale=stale,
         )
-        outcome = StepOutcome(transition=transition, done=done, truncated=truncated, episode_return=jnp.where(done, ret, 0.0))
+        outcome = StepOutcome(transition=transition, done=done, truncated=truncated, episode_return=jnp.where(done, ret, 0.0),
+                              reused=reused)
         return new_state, outcome
+
+    def refill(self, states: EpisodeState, every: int, tick: jax.Array) -> EpisodeState:
+        """Every `every` ticks (the loop's iteration; tick % every == 0) a new spare for every
+        environment of the batch (states with a leading env axis), each from its environment's
+        own key; between those ticks nothing is computed (a conditional, so the resets cost
+        1 / every of a reset per env per step). A new draw replacing an unused spare keeps the
+        same distribution."""
+        if states.spare is None:
+            return states
+
+        def redraw(s: EpisodeState) -> EpisodeState:
+            fresh = jax.vmap(self.env.reset)(jax.vmap(lambda k: jax.random.fold_in(k, 1))(s.key))
+            fresh = jax.tree.map(lambda old, new: new.astype(old.dtype), s.spare, fresh)
+            return s.replace(spare=fresh, stale=jnp.zeros_like(s.stale))
+
+        return jax.lax.cond(tick % every == 0, redraw, lambda s: s, states)
+
+    def step_batch(self, states: EpisodeState, actions: jax.Array, every: int, tick: jax.Array) -> tuple[EpisodeState, StepOutcome]:
+        """`step` of every environment of a batch (leading env axis), then `refill` at `tick`."""
+        states, out = jax.vmap(self.step)(states, actions)
+        return self.refill(states, every, tick), out
 
 
 def rollout_returns(
