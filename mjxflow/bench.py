@@ -329,10 +329,15 @@ def _time_env_only(loop, state, cfg: BenchConfig, raw: bool = False) -> float:
     """Seconds per iteration of stepping every env of every seed with random actions: the loop's
     env step (time limit, resets and spares as the run has them) or, `raw`, the bare batched
     env.step (no episode wrapper, no resets)."""
-    ep, a, resets = loop.episode_env, loop.env.action_size, loop.cfg.reset_every
-    step = (jax.vmap(jax.vmap(loop.env.step)) if raw
-            else jax.vmap(lambda s, act, t: ep.step_batch(s, act, resets, t), in_axes=(0, 0, None)))
-    shape = state.seeds.envs.env.obs.shape[:2] + (a,)  # (members, envs, action)
+    ep, every = loop.episode_env, loop.cfg.reset_every
+    shape = state.seeds.envs.env.obs.shape[:2] + (loop.env.action_size,)  # (members, envs, action)
+
+    def step(envs, actions, t):  # -> (envs, rewards)
+        if raw:
+            nxt = jax.vmap(jax.vmap(loop.env.step))(envs, actions)
+            return nxt, nxt.reward
+        envs, out = jax.vmap(lambda s, act: ep.step_batch(s, act, every, t))(envs, actions)
+        return envs, out.transition.reward
 
     def steps(carry):
         envs, key = carry
@@ -341,8 +346,7 @@ def _time_env_only(loop, state, cfg: BenchConfig, raw: bool = False) -> float:
             envs, key = c
             key, k = jax.random.split(key)
             actions = jax.random.uniform(k, shape, minval=-1.0, maxval=1.0)
-            out = step(envs, actions) if raw else step(envs, actions, t)
-            envs, r = (out, out.reward) if raw else (out[0], out[1].transition.reward)
+            envs, r = step(envs, actions, t)
             return (envs, key), jnp.sum(r)
 
         (envs, key), r = jax.lax.scan(body, (envs, key), jnp.arange(cfg.iters))

@@ -175,8 +175,8 @@ class Loop:
         return lambda obs, key: self.agent.policy_sample(actor, self.normalize(ps.norm, obs), key)
 
     def collect(self, seed: SeedState, random_actions: jax.Array, iteration: jax.Array) -> tuple[SeedState, dict]:
-        """One step of every training environment (the spares' window at `iteration`); the
-        transitions go into the replay buffer."""
+        """One step of every training environment (its spares redrawn when `iteration` is a
+        multiple of reset_every); the transitions go into the replay buffer."""
         key, act_key, random_key = jax.random.split(seed.key, 3)
         obs = seed.envs.env.obs
         action = jax.lax.cond(
