@@ -64,6 +64,11 @@ class RunOptions:
     """Devices the seeds are spread over (jax.sharding; results equal one device's to float
     rounding); auto: every device the seed count splits evenly over. Not kept on --resume: a resumed run (or
     evaluate) uses the devices it finds unless this is given again."""
+    shard: Literal["seeds", "envs"] = "seeds"
+    """What --devices splits: seeds (each device trains whole members, no communication) or envs
+    (every member's environments, replay rows and minibatches split over the devices, gradients
+    averaged across them: for one big run on several devices). With envs, --devices (auto: all)
+    must divide --num-envs and --batch-size, and --replay-size must be a multiple of --num-envs."""
     seed: int = 0
     """Base random seed; seed i of the sweep uses split(PRNGKey(seed), num_seeds)[i]."""
     total_steps: int | None = None

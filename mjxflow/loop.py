@@ -89,8 +89,9 @@ class Loop:
         self.points = cfg.sweep_points  # grid points; member m is point m // num_seeds, seed m % num_seeds
         self.num_members = cfg.num_members
         if placement is None:
-            placement = parallel.Placement(parallel.device_count(self.num_members, cfg.devices))
-        self.placement = placement  # the seed axis over devices (mjxflow.parallel)
+            placement = (parallel.EnvPlacement(parallel.env_device_count(cfg)) if cfg.shard == "envs"
+                         else parallel.Placement(parallel.device_count(self.num_members, cfg.devices)))
+        self.placement = placement  # the seed (or env) axis over devices (mjxflow.parallel)
         self._state_shapes = None
 
     # ---- state ---------------------------------------------------------------------------------
@@ -99,7 +100,8 @@ class Loop:
         return self.cfg.replay_size * transition_bytes(self.env.obs_size, self.env.action_size)
 
     def init_replay(self) -> Replay:
-        return replay_lib.init(self.cfg.replay_size, transition_example(self.env.obs_size, self.env.action_size))
+        width = self.cfg.num_envs if self.cfg.shard == "envs" else 0  # rows of one transition per env
+        return replay_lib.init(self.cfg.replay_size, transition_example(self.env.obs_size, self.env.action_size), width)
 
     def agent_for(self, hyper: jax.Array | None) -> Agent:
         """The agent of one member: the run's own, or one whose swept options are this member's
@@ -208,7 +210,7 @@ class Loop:
         def one_update(carry, _):
             agent, k = carry
             k, sample_key, update_key = jax.random.split(k, 3)
-            batch = replay_lib.sample(seed.replay, sample_key, self.cfg.batch_size)
+            batch = jax.tree.map(self.placement.rows, replay_lib.sample(seed.replay, sample_key, self.cfg.batch_size))
             agent, info = self.update_on(learner, seed.norm, agent, batch, update_key)
             return (agent, k), info
 

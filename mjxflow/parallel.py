@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: F401 (
 from mjxflow.errors import ConfigError
 
 SEED = "seed"
+ENV = "env"
 
 
 def working_counts(num_seeds: int, available: int) -> list[int]:
@@ -55,6 +56,25 @@ def device_count(num_seeds: int, requested: int | None, available: int | None = 
         raise ConfigError(f"--num-seeds {num_seeds} does not split evenly over --devices {requested}; use --devices "
                           f"{' or '.join(map(str, counts))}, or a --num-seeds that is a multiple of {requested}")
     return requested
+
+
+def env_device_count(cfg, available: int | None = None) -> int:
+    """How many devices a run with --shard envs splits each member's environments over: --devices,
+    or auto every device. ConfigError unless it divides num_envs, batch_size and replay_size (each
+    device steps its share of the envs, holds their transitions and draws its share of a batch)."""
+    available = jax.device_count() if available is None else available
+    d = available if cfg.devices is None else cfg.devices
+    check_positive("--devices", d)
+    if d > available:
+        raise ConfigError(f"--devices {d}: only {available} device{'s' * (available != 1)} "
+                          f"({jax.devices()[0].platform}) can be seen")
+    for flag, value in (("--num-envs", cfg.num_envs), ("--batch-size", cfg.batch_size)):
+        if value is not None and value % d:
+            raise ConfigError(f"--shard envs over {d} devices needs {flag} to be a multiple of {d}, got {value}")
+    if cfg.replay_size is not None and cfg.replay_size % cfg.num_envs:
+        raise ConfigError(f"--shard envs keeps one replay row per iteration: --replay-size must be a multiple of "
+                          f"--num-envs {cfg.num_envs}, got {cfg.replay_size}")
+    return d
 
 
 # ---- several processes (jax.distributed) ----------------------------------------------------------
@@ -145,8 +165,73 @@ class Placement:
         shardings = self.state_shardings(state_shapes)
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_shapes, shardings)
 
+    def rows(self, x):
+        """Inside the program: a per-member batch as it is (the seeds' placement never splits one)."""
+        return x
+
     def describe(self) -> str:
         d = self.devices[0]
         kind = getattr(d, "device_kind", d.platform)
         where = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         return f"{self.num_devices} x {kind}{where}"
+
+
+class EnvPlacement(Placement):
+    """--shard envs: one axis ('env') over the devices, each member's environments and replay rows
+    split along it, everything else (parameters, optimiser states, statistics, keys) replicated.
+
+    Unlike the seeds' placement this is not a per-device program: the run is the one-device
+    program with its shardings given, and XLA's SPMD partitioner splits it, inserting the
+    all-reduces of the gradients and of the observation statistics where a mean spans the envs or
+    the batch (the minibatch is split over the devices too; see `rows`). Random draws are the
+    same values on any device count (jax_threefry_partitionable), so the run equals the one-device
+    run up to the order of those reductions' additions; equal device counts give equal bits.
+    """
+
+    def __init__(self, num_devices: int):
+        devices = jax.devices()
+        if num_devices > len(devices):
+            raise ConfigError(f"{num_devices} devices requested, {len(devices)} available")
+        self.devices = devices[:num_devices]
+        self.mesh = Mesh(np.array(self.devices), (ENV,))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.seed = self.replicated  # what the seeds' placement splits over devices is whole on each here
+
+    def sharding(self, spec: P) -> NamedSharding:
+        """The sharding of a spec written for either placement: only the env axis is split."""
+        return NamedSharding(self.mesh, P(*(ENV if a == ENV else None for a in spec)))
+
+    def per_device(self, fn, in_specs, out_specs):
+        """fn itself (one global program), its inputs and outputs held to their shardings."""
+        def hold(tree, specs):
+            return jax.tree.map(lambda spec, x: jax.lax.with_sharding_constraint(x, self.sharding(spec)), specs, tree,
+                                is_leaf=lambda v: isinstance(v, P))
+
+        def run(*args):
+            return hold(fn(*hold(args, tuple(in_specs))), out_specs)
+        return run
+
+    @staticmethod
+    def state_specs(state):
+        """Leaf by leaf: the env axis of the envs (members, envs, ...) and of the replay rows
+        (members, rows, envs, ...) split, all else replicated."""
+        whole = jax.tree.map(lambda _: P(), state)
+        split = lambda tree, spec: jax.tree.map(lambda _: spec, tree)  # noqa: E731
+        seeds = whole.seeds.replace(envs=split(state.seeds.envs, P(None, ENV)))
+        if state.seeds.replay is not None:
+            seeds = seeds.replace(replay=seeds.replay.replace(data=split(state.seeds.replay.data, P(None, None, ENV))))
+        return whole.replace(seeds=seeds)
+
+    def state_shardings(self, state):
+        return jax.tree.map(self.sharding, self.state_specs(state), is_leaf=lambda v: isinstance(v, P))
+
+    def from_host(self, x: np.ndarray):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, self.replicated, lambda index: x[index])
+
+    def rows(self, x):
+        """Inside the program: a per-member batch (rows first) split over the devices by rows."""
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, P(ENV)))
+
+    def describe(self) -> str:
+        return super().describe() + ", envs split"

@@ -10,7 +10,8 @@ size of one transition; an option given explicitly always wins. The rules, with 
 | updates_per_iter  | round(reuse(n) n / batch), at least 1                   | 4        | 8          | 8          |
 |   reuse(n)        | 64 x 256 / n, clipped to [16, 64]                       | 64       | 16         | 16         |
 | replay_size       | 1,024 iterations, at least 100,000 transitions, at most | 100,000  | 1,048,576  | 4,194,304  |
-|                   | replay_gib_per_seed                                     |          |            |            |
+|                   | replay_gib_per_seed; with --shard envs rounded up to a  |          |            |            |
+|                   | multiple of n                                           |          |            |            |
 | min_replay        | max(2,000, batch, 10 n)                                 | 2,000    | 10,240     | 40,960     |
 | num_evals         | 20 (at most one per iteration)                          | 20       | 20         | 20         |
 | eval_episodes     | n / 32, clipped to [10, 128]                            | 10       | 32         | 128        |
@@ -162,6 +163,8 @@ def resolve(cfg: TrainConfig, obs_size: int | None = None, action_size: int | No
     updates = cfg.updates_per_iter if cfg.updates_per_iter is not None else max(1, round(sample_reuse_target(n) * n / batch))
     replay = (cfg.replay_size if cfg.replay_size is not None
               else auto_replay_size(n, transition_bytes(obs_size, action_size), cfg.replay_gib_per_seed))
+    if cfg.replay_size is None and cfg.shard == "envs":
+        replay = -(-replay // n) * n  # whole rows of one transition per env (mjxflow.replay's width)
     min_replay = cfg.min_replay if cfg.min_replay is not None else min(replay, max(2000, batch, 10 * n))
     critic = cfg.critic if cfg.critic.tau is not None else dataclasses.replace(
         cfg.critic, tau=auto_tau(batch, run_updates(iters, n, min_replay, updates), cfg.critic.gamma))

@@ -176,7 +176,10 @@ def check_memory(cfg: TrainConfig, loop: Loop, free: int | None = None, where: s
     per_seed = loop.replay_bytes_per_seed()
     cpu = jax.local_devices()[0].platform == "cpu"
     copies = 2 if cfg.save_replay and cpu else 1
-    seeds_here = loop.num_members if cpu else loop.num_members // loop.placement.num_devices
+    split = loop.placement.num_devices
+    seeds_here = loop.num_members if cpu or cfg.shard == "envs" else loop.num_members // split
+    if cfg.shard == "envs" and not cpu:
+        per_seed //= split  # each device holds its envs' rows of every member's buffer
     need = per_seed * seeds_here * copies
     if need > free:
         gib = 2**30
@@ -273,7 +276,8 @@ def grid_figures(cfg: TrainConfig) -> dict:
 def print_config(cfg: TrainConfig) -> None:
     """--print-config: the resolved config and its derived figures as JSON (as in config.json)."""
     cfg = resolve_config(cfg)
-    devices = parallel.device_count(cfg.num_members, cfg.devices)
+    devices = (parallel.env_device_count(cfg) if cfg.shard == "envs"
+               else parallel.device_count(cfg.num_members, cfg.devices))
     data = to_dict(dataclasses.replace(cfg, print_config=False))
     print(json.dumps({**data, "derived": {"devices": devices, **grid_figures(cfg), **derived(cfg)}}, indent=2))
 
@@ -343,7 +347,8 @@ def _open(run: Run, figures: dict, log) -> None:
         f"obs {loop.env.obs_size}, "
         f"action {loop.env.action_size} | run {run_dir}")
     log(derived_table(figures))
-    note = parallel.auto_note(loop.num_members, loop.placement.num_devices, jax.device_count()) if cfg.devices is None else None
+    note = (parallel.auto_note(loop.num_members, loop.placement.num_devices, jax.device_count())
+            if cfg.devices is None and cfg.shard == "seeds" else None)
     if note:
         log(note)
 
