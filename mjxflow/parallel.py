@@ -1,4 +1,5 @@
-"""Where a run lives: its seeds placed over devices with `jax.sharding`.
+"""Where a run lives: its seeds (or, with --shard envs, each member's environments: EnvPlacement)
+placed over devices with `jax.sharding`.
 
 A run's state has a leading seed axis on everything a seed owns (agent, replay, envs, keys; see
 `mjxflow.loop.SeedState`). `Placement` builds a one-axis mesh ('seed') over the devices a run uses
@@ -185,7 +186,9 @@ class EnvPlacement(Placement):
     all-reduces of the gradients and of the observation statistics where a mean spans the envs or
     the batch (the minibatch is split over the devices too; see `rows`). Random draws are the
     same values on any device count (jax_threefry_partitionable), so the run equals the one-device
-    run up to the order of those reductions' additions; equal device counts give equal bits.
+    run up to the order of those reductions' additions; the same device count in one process gives
+    the same bits, but 2 processes x 2 devices differ from 1 x 4 in the last place (the all-reduces
+    across processes add in another order; docs/DEVICES.md).
     """
 
     def __init__(self, num_devices: int):
