@@ -124,13 +124,13 @@ def auto_note(num_seeds: int, used: int, available: int) -> str | None:
 class Placement:
     """A one-axis device mesh ('seed') and the shardings of a run's arrays on it."""
 
-    def __init__(self, num_devices: int):
+    def __init__(self, num_devices: int, axis: str = SEED):
         devices = jax.devices()
         if num_devices > len(devices):
             raise ConfigError(f"{num_devices} devices requested, {len(devices)} available")
         self.devices = devices[:num_devices]
-        self.mesh = Mesh(np.array(self.devices), (SEED,))
-        self.seed = NamedSharding(self.mesh, P(SEED))  # leading axis split over devices
+        self.mesh = Mesh(np.array(self.devices), (axis,))
+        self.seed = NamedSharding(self.mesh, P(axis))  # leading axis split over devices
 
     @property
     def num_devices(self) -> int:
@@ -192,11 +192,7 @@ class EnvPlacement(Placement):
     """
 
     def __init__(self, num_devices: int):
-        devices = jax.devices()
-        if num_devices > len(devices):
-            raise ConfigError(f"{num_devices} devices requested, {len(devices)} available")
-        self.devices = devices[:num_devices]
-        self.mesh = Mesh(np.array(self.devices), (ENV,))
+        super().__init__(num_devices, ENV)
         self.replicated = NamedSharding(self.mesh, P())
         self.seed = self.replicated  # what the seeds' placement splits over devices is whole on each here
 

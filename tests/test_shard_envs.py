@@ -82,10 +82,11 @@ def test_parameters_are_identical_on_every_device_and_envs_split(runs):
     assert rows.strip() == "[4]"  # each device steps 16 / 4 envs
 
 
+@pytest.mark.slow  # ~50 s under CI's load, and it checks a "not yet" (-m slow runs it)
 def test_two_processes_match_one_process_to_reduction_order(runs, tmp_path):
     """2 processes x 2 devices against 1 x 4: the same partitioned program, but the all-reduces
     across processes (gloo) add in another order than those within one process, so the bits
-    differ in the last place (measured: 3e-8 relative in a sum of returns); issue 30 asks for
+    differ in the last place (measured: 1.4e-7 relative in a sum of returns); issue 30 asks for
     equal bits here, which this placement does not give yet."""
     flags = ["--distributed.coordinator-address", f"127.0.0.1:{free_port()}", "--distributed.num-processes", "2"]
     procs = [subprocess.Popen([sys.executable, "-m", "mjxflow.train", *TRAIN, *SHARD, "--runs-dir", str(tmp_path),
