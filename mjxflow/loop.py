@@ -89,8 +89,7 @@ class Loop:
         self.points = cfg.sweep_points  # grid points; member m is point m // num_seeds, seed m % num_seeds
         self.num_members = cfg.num_members
         if placement is None:
-            placement = (parallel.EnvPlacement(parallel.env_device_count(cfg)) if cfg.shard == "envs"
-                         else parallel.Placement(parallel.device_count(self.num_members, cfg.devices)))
+            placement = (parallel.EnvPlacement if cfg.shard == "envs" else parallel.Placement)(parallel.devices_for(cfg))
         self.placement = placement  # the seed (or env) axis over devices (mjxflow.parallel)
         self._state_shapes = None
 

@@ -78,6 +78,11 @@ def env_device_count(cfg, available: int | None = None) -> int:
     return d
 
 
+def devices_for(cfg) -> int:
+    """The device count a run's config asks for, by what --shard splits (seeds or envs)."""
+    return env_device_count(cfg) if cfg.shard == "envs" else device_count(cfg.num_members, cfg.devices)
+
+
 # ---- several processes (jax.distributed) ----------------------------------------------------------
 
 def initialize(dist) -> None:

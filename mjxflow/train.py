@@ -276,8 +276,7 @@ def grid_figures(cfg: TrainConfig) -> dict:
 def print_config(cfg: TrainConfig) -> None:
     """--print-config: the resolved config and its derived figures as JSON (as in config.json)."""
     cfg = resolve_config(cfg)
-    devices = (parallel.env_device_count(cfg) if cfg.shard == "envs"
-               else parallel.device_count(cfg.num_members, cfg.devices))
+    devices = parallel.devices_for(cfg)
     data = to_dict(dataclasses.replace(cfg, print_config=False))
     print(json.dumps({**data, "derived": {"devices": devices, **grid_figures(cfg), **derived(cfg)}}, indent=2))
 
