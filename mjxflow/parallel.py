@@ -111,6 +111,37 @@ def to_host(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def any_signal(received: str | None) -> str | None:
+    """The stop signal's name when any process received one (each process's own otherwise): every
+    process stops after the same chunk and saves that checkpoint together, although a signal may
+    reach only one of them (Ctrl-C in one terminal, a scheduler that signals one task)."""
+    if jax.process_count() == 1:
+        return received
+    import signal
+
+    from jax.experimental import multihost_utils
+    codes = multihost_utils.process_allgather(np.int32(signal.Signals[received].value if received else 0))
+    code = int(np.max(codes))
+    return signal.Signals(code).name if code else None
+
+
+def preemption_service() -> bool:
+    """Whether jax.distributed's preemption service watches SIGTERM here (several processes, the
+    service on: JAX's default): it catches the signal on any process, at any time, compiling
+    included, and tells all of them (`preempted`)."""
+    from jax._src import distributed
+    return jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
+
+
+def preempted(step: int) -> bool:
+    """True on every process at the same `step` (a count every process advances together) once
+    any of them got SIGTERM (jax.distributed's preemption sync point); False without the service."""
+    if not preemption_service():
+        return False
+    from jax.experimental import multihost_utils
+    return multihost_utils.reached_preemption_sync_point(step)
+
+
 def barrier(name: str) -> None:
     """Wait until every process gets here (no-op with one process)."""
     if jax.process_count() > 1:

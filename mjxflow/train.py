@@ -234,10 +234,13 @@ class TrainResult:
 
 class StopSignals:
     """SIGINT and SIGTERM ask the run to stop after the current chunk (which is then saved); a
-    second SIGINT stops at once. Only installed from the main thread."""
+    second SIGINT stops at once. Only installed from the main thread. With several processes,
+    SIGTERM is left to jax.distributed's preemption service (parallel.preempted), which sees it
+    on any process at any time and stops them all after the same chunk."""
 
     def __init__(self, log):
         self.log, self.received, self.previous = log, None, {}
+        self.signals = (signal.SIGINT,) if parallel.preemption_service() else (signal.SIGINT, signal.SIGTERM)
 
     def _handle(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:
@@ -248,7 +251,7 @@ class StopSignals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self.signals:
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -513,6 +516,7 @@ def _run_schedule(run: Run, log, timings: Timings, sched, chunk, evaluate, write
         progress.update(0, run.last_eval)
 
     interrupted = None
+    chunks = 0  # the same count on every process: the preemption sync point's step
     with StopSignals(log) as stop:
         while iteration < sched.total:
             end = sched.next_stop(iteration)
@@ -537,7 +541,8 @@ def _run_schedule(run: Run, log, timings: Timings, sched, chunk, evaluate, write
                     stop_on_nonfinite(run, bad or {m: (e["env_step"], e["quantity"]) for m, e in run.frozen.items()})
             run.best = np.fmax(run.best, run.last_eval)
             progress.update(iteration * cfg.num_envs, run.last_eval, evaluated=returns is not None)
-            interrupted = stop.received
+            interrupted = parallel.any_signal(stop.received) or ("SIGTERM" if parallel.preempted(chunks) else None)
+            chunks += 1  # every process stops after the same chunk
             if interrupted:
                 progress.close()
             if end in sched.checkpoints or interrupted:  # the schedule's last checkpoint is the end
