@@ -11,8 +11,10 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
            also with latency_steps (20) Euler steps, the sampler its paper trains with.
 - sweep:   wall time of S vmapped seeds against S times one seed (efficiency = S * t(1) / t(S)).
 - devices: one seed sweep (S = every device, or --seeds' largest value if larger) on 1, 2, ... all
-           devices (each count that splits S): env steps/s of all seeds, the speed-up over one device
-           and the scaling efficiency (speed-up / devices). Not in the default set.
+           devices (each count that splits S), then one seed with its envs and minibatch split
+           (--shard envs) over each count that divides --num-envs and --batch-size: env steps/s of
+           all seeds, the speed-up over one device and the scaling efficiency (speed-up / devices),
+           per --shard. Not in the default set.
 - headline: the config `python -m mjxflow.train --env E --agent A --num-envs N` resolves to, for a
            few iterations: env steps/s, updates/s, one evaluation's time and its share of a whole
            run (all its evaluations against all its iterations), and peak memory (the device's
@@ -295,10 +297,13 @@ class Stateful:
 
 
 def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int = 1, with_floor: bool = False,
-                     devices: int | None = 1) -> dict:
+                     devices: int | None = 1, shard: str = "seeds") -> dict:
     """Fused-loop throughput; with_floor adds the env-only and updates-only times per iteration.
-    The seeds are placed on `devices` devices (1 by default; None: every device that splits them)."""
-    tc = dataclasses.replace(train_config(cfg, agent, num_envs, num_seeds), devices=devices)
+    The seeds (or with shard="envs" each seed's envs and minibatch) are placed on `devices`
+    devices (1 by default; None: every device that splits them)."""
+    tc = dataclasses.replace(train_config(cfg, agent, num_envs, num_seeds), devices=devices, shard=shard)
+    if shard == "envs":  # replay rows of one transition per env: a whole number of rows
+        tc = dataclasses.replace(tc, replay_size=-(-tc.replay_size // num_envs) * num_envs)
     loop = build_loop(tc)
     chunk = loop.make_train_chunk(cfg.iters)
     state = loop.initial_state()
@@ -508,26 +513,31 @@ def latency_table(rows: list[dict]) -> str:
 
 
 def measure_devices(cfg: BenchConfig, log=print) -> list[dict]:
-    """The same seed sweep on each device count that splits it (see the module docstring)."""
+    """The same seed sweep on each device count that splits it, then one seed's envs and minibatch
+    split over each device count that divides both (--shard envs; see the module docstring)."""
     seeds = max(jax.device_count(), max(cfg.seeds))
-    n = cfg.num_envs[0]
+    n, batch = cfg.num_envs[0], cfg.batch_size[0]
+    plans = [("seeds", seeds, d) for d in working_counts(seeds, jax.device_count())]
+    plans += [("envs", 1, d) for d in working_counts(n, jax.device_count()) if batch % d == 0]
     rows = []
-    for d in working_counts(seeds, jax.device_count()):
-        log(f"  measuring {seeds} seeds of {cfg.sweep_agent} at {n} envs on {d} device{'s' * (d > 1)} ...", flush=True)
-        r = measure_training(cfg, cfg.sweep_agent, n, seeds, devices=d)
-        r["devices"] = d
+    for shard, num_seeds, d in plans:
+        what = f"{num_seeds} seeds" if shard == "seeds" else "1 seed's envs"
+        log(f"  measuring {what} of {cfg.sweep_agent} at {n} envs on {d} device{'s' * (d > 1)} ...", flush=True)
+        r = measure_training(cfg, cfg.sweep_agent, n, num_seeds, devices=d, shard=shard)
+        r["devices"], r["shard"] = d, shard
         rows.append(r)
-    base = rows[0]["env_steps_per_s"]["median"]
-    for r in rows:
-        r["speedup"] = r["env_steps_per_s"]["median"] / base
-        r["efficiency"] = r["speedup"] / r["devices"]
+    for shard in ("seeds", "envs"):
+        mine = [r for r in rows if r["shard"] == shard]
+        for r in mine:
+            r["speedup"] = r["env_steps_per_s"]["median"] / mine[0]["env_steps_per_s"]["median"]
+            r["efficiency"] = r["speedup"] / r["devices"]
     return rows
 
 
 def devices_table(rows: list[dict]) -> str:
-    return md_table(["devices", "seeds", "env steps/s (all seeds)", "speed-up over 1 device", "scaling efficiency"],
-                    [[r["devices"], r["seeds"], _fmt_rate(r["env_steps_per_s"]), f"{r['speedup']:.2f}", f"{r['efficiency']:.2f}"]
-                     for r in rows])
+    return md_table(["--shard", "devices", "seeds", "env steps/s (all seeds)", "speed-up over 1 device", "scaling efficiency"],
+                    [[r["shard"], r["devices"], r["seeds"], _fmt_rate(r["env_steps_per_s"]), f"{r['speedup']:.2f}",
+                      f"{r['efficiency']:.2f}"] for r in rows])
 
 
 def sweep_table(rows: list[dict]) -> str:
@@ -643,7 +653,8 @@ def _sweep(cfg: BenchConfig, log, done: dict):
 
 def _devices(cfg: BenchConfig, log, done: dict):
     rows = measure_devices(cfg, log)
-    return (f"Seeds over devices ({cfg.sweep_agent}, {cfg.num_envs[0]} envs per seed, {jax.devices()[0].platform})",
+    return (f"Seeds, then one seed's envs, over devices ({cfg.sweep_agent}, {cfg.num_envs[0]} envs per seed, "
+            f"{jax.devices()[0].platform})",
             rows, devices_table(rows))
 
 

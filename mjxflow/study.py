@@ -16,6 +16,7 @@ row of its own).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mjxflow import rundir
+from mjxflow import parallel, rundir
 from mjxflow import stats
 from mjxflow.agents import agent_names, registry
 from mjxflow.cli import run_command
@@ -297,7 +298,17 @@ def leave_alone(cell: Cell, why: str, restartable: bool) -> str:
     return f"{cell.name}: {why}" + (restart if restartable else "")
 
 
+def initialize(plan: Plan) -> bool:
+    """jax.distributed from the cells' --distributed.* options (the same in every cell: they are
+    the study's train options), once, before anything touches JAX; True on process 0 (and without
+    them), the process that holds the study's lock, writes its files and logs."""
+    parallel.initialize(cell_config(plan.cells[0]).distributed)
+    return parallel.is_main()
+
+
 def print_plan(plan: Plan, log=print) -> None:
+    if not initialize(plan):
+        return
     log(f"study {plan.name}: {len(plan.cells)} cells in {plan.root}")
     log("| # | env | variant | agent | seeds | env steps per seed | state | train options |")
     log("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -316,14 +327,19 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str], dict[str, str]]:
     wiped or restarted unasked."""
     from mjxflow import train
 
-    with rundir.Lock(plan.root, "study"):
-        os.makedirs(plan.root, exist_ok=True)
-        rundir.write_json(os.path.join(plan.root, STUDY_FILE), {"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
-                                                                "cells": [dataclasses.asdict(c) for c in plan.cells]})
+    main = initialize(plan)  # under --distributed.*: every process runs every cell on the whole mesh
+    if not main:
+        log = lambda *args, **kwargs: None  # noqa: E731
+    with rundir.Lock(plan.root, "study") if main else contextlib.nullcontext():  # process 0 holds it, writes, logs
+        if main:
+            os.makedirs(plan.root, exist_ok=True)
+            rundir.write_json(os.path.join(plan.root, STUDY_FILE), {"name": plan.name, "num_seeds": plan.num_seeds, "paper": plan.paper,
+                                                                    "cells": [dataclasses.asdict(c) for c in plan.cells]})
         left: list[str] = []
         known: dict[str, str] = {}
         n = len(plan.cells)
         for i, cell in enumerate(plan.cells, 1):
+            parallel.barrier(f"study cell {i}")  # every process sees the cell as the last one left it
             state, saved, want, why = cell_state(cell)
             head = f"[cell {i}/{n}] {cell.name} ({cell.agent}, {plan.num_seeds} seeds, {want:,} env steps)"
             if state == "done":
@@ -335,7 +351,7 @@ def run_plan(plan: Plan, log=print) -> tuple[bool, list[str], dict[str, str]]:
                 log(f"{head}: left alone: {left[-1]}")
                 continue
             log(f"{head}: " + ("starting" if state == "todo" else f"resuming from {saved:,} env steps"))
-            if state == "todo" and os.path.exists(cell.run_dir) and not os.listdir(cell.run_dir):
+            if main and state == "todo" and os.path.exists(cell.run_dir) and not os.listdir(cell.run_dir):
                 os.rmdir(cell.run_dir)  # a start killed before its config was written left it empty
             os.makedirs(os.path.dirname(cell.run_dir), exist_ok=True)
             try:
@@ -539,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(plan)
             return 0
         finished, left, known = run_plan(plan)
+        if not parallel.is_main():  # process 0 writes the report
+            return 130 if not finished else 0
         write_report(plan.root, known=known)
         for line in left:
             print(f"cell {line}", file=sys.stderr)

@@ -36,7 +36,9 @@ def test_bench_tables_and_files(tmp_path, capsys):
     assert [r["seeds"] for r in result["sweep"]] == [1, 2]
     assert columns(result["tables"]["sweep"])[3] == "efficiency S*t(1)/t(S)"
     # one device here (tests/test_devices.py covers several): the sweep of max(devices, --seeds) seeds on it
-    assert [(r["devices"], r["seeds"], r["speedup"], r["efficiency"]) for r in result["devices"]] == [(1, 2, 1.0, 1.0)]
+    # then one seed's envs split over each count that divides --num-envs and --batch-size (one here)
+    assert [(r["shard"], r["devices"], r["seeds"], r["speedup"], r["efficiency"]) for r in result["devices"]] == [
+        ("seeds", 1, 2, 1.0, 1.0), ("envs", 1, 1, 1.0, 1.0)]
     assert columns(result["tables"]["devices"])[-1] == "scaling efficiency"
 
 

@@ -85,3 +85,43 @@ def test_two_processes_resume_exactly(runs):
 def test_one_process_resumes_the_two_process_checkpoint_exactly(runs):
     assert "resumed from checkpoint at" in runs["resumed1"] and "on 4 x cpu |" in runs["resumed1"]
     assert metrics(str(runs["root"] / "M1")) == metrics(str(runs["root"] / "R"))
+
+
+# ---- a study under jax.distributed -------------------------------------------------------------------
+
+CELL = [t for t in TRAIN if t not in ("--env", "bandit", "--agent", "sac", "--num-seeds", "4")]
+
+
+def without_wall_time(table: str) -> str:
+    """The study's table without its wall-time column (the 8th of the cells' table)."""
+    out = []
+    for line in table.splitlines():
+        cols = line.split("|")
+        out.append("|".join(cols[:8] + cols[9:]) if len(cols) == 11 else line)
+    return "\n".join(out)
+
+
+def study(devices: int, processes: int, root) -> list[tuple[int, str, str]]:
+    argv = ["-m", "mjxflow.study", "--name", "D", "--runs-dir", str(root), "--agents", "sac", "smfp", "--envs", "bandit",
+            "--num-seeds", "4", *CELL, "--total-steps", "800", "--smfp.actor-hidden", "32", "32"]
+    if processes == 1:
+        argvs = [argv]
+    else:
+        flags = ["--distributed.coordinator-address", f"127.0.0.1:{free_port()}", "--distributed.num-processes", str(processes)]
+        argvs = [argv + flags + ["--distributed.process-id", str(i)] for i in range(processes)]
+    procs = [subprocess.Popen([sys.executable, *a], cwd=ROOT, env=env_for(devices), text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for a in argvs]
+    return finish(procs)
+
+
+def test_a_study_under_jax_distributed_equals_the_one_process_study(tmp_path):
+    one = study(4, 1, tmp_path / "one")
+    assert one[0][0] == 0, one[0][2][-3000:]
+    two = study(2, 2, tmp_path / "two")
+    assert [rc for rc, _, _ in two] == [0, 0], two[0][2][-3000:] + two[1][2][-3000:]
+    assert "[cell 2/2]" in two[0][1] and "cell" not in two[1][1]  # process 0 logs (gloo alone talks on process 1)
+    assert not os.path.exists(tmp_path / "two" / "D" / "table.md.tmp")
+    a, b = ((tmp_path / x / "D" / "table.md").read_text() for x in ("one", "two"))
+    assert a.count("| done |") == 2 and without_wall_time(a) == without_wall_time(b)
+    for agent in ("sac", "smfp"):
+        assert metrics(str(tmp_path / "two" / "D" / "bandit" / agent)) == metrics(str(tmp_path / "one" / "D" / "bandit" / agent))
