@@ -18,7 +18,7 @@ import pytest
 
 from tests.test_devices import ROOT, TRAIN, env_for, free_port, metrics, train
 
-pytestmark = pytest.mark.slow  # ~90 s of four launches; CI is past its 30-minute target without it
+pytestmark = pytest.mark.slow  # ~3 min of launches; CI is already past its 30-minute target without them
 
 STEPS = ["--total-steps", "4000"]  # 500 iterations in 10 chunks: a signal after the first lands mid-run
 
