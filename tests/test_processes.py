@@ -23,13 +23,14 @@ pytestmark = pytest.mark.slow  # ~3 min of launches; CI is already past its 30-m
 STEPS = ["--total-steps", "4000"]  # 500 iterations in 10 chunks: a signal after the first lands mid-run
 
 
-def launch(*args: str, processes: int = 2) -> list[subprocess.Popen]:
-    flags = ["--distributed.coordinator-address", f"127.0.0.1:{free_port()}", "--distributed.num-processes",
-             str(processes)]
+def launch(*args: str, processes: int = 2, module: str = "mjxflow.train") -> list[subprocess.Popen]:
+    """`python -m module args` as `processes` processes of 4 // processes CPU devices under
+    jax.distributed; one process: a plain launch on 4 devices."""
+    common = ["--distributed.coordinator-address", f"127.0.0.1:{free_port()}", "--distributed.num-processes", str(processes)]
+    flags = [[*common, "--distributed.process-id", str(i)] if processes > 1 else [] for i in range(processes)]
     env = {**env_for(4 // processes), "PYTHONUNBUFFERED": "1"}
-    return [subprocess.Popen([sys.executable, "-m", "mjxflow.train", *args, *flags, "--distributed.process-id", str(i)],
-                             cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for i in range(processes)]
+    return [subprocess.Popen([sys.executable, "-m", module, *args, *f], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for f in flags]
 
 
 def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
@@ -89,7 +90,8 @@ def test_one_process_resumes_the_two_process_checkpoint_exactly(runs):
 
 # ---- a study under jax.distributed -------------------------------------------------------------------
 
-CELL = [t for t in TRAIN if t not in ("--env", "bandit", "--agent", "sac", "--num-seeds", "4")]
+assert TRAIN[:6] == ["--env", "bandit", "--agent", "sac", "--num-seeds", "4"]
+CELL = TRAIN[6:]  # the run's options; the study sets env, agent and seeds
 
 
 def without_wall_time(table: str) -> str:
@@ -101,23 +103,16 @@ def without_wall_time(table: str) -> str:
     return "\n".join(out)
 
 
-def study(devices: int, processes: int, root) -> list[tuple[int, str, str]]:
-    argv = ["-m", "mjxflow.study", "--name", "D", "--runs-dir", str(root), "--agents", "sac", "smfp", "--envs", "bandit",
-            "--num-seeds", "4", *CELL, "--total-steps", "800", "--smfp.actor-hidden", "32", "32"]
-    if processes == 1:
-        argvs = [argv]
-    else:
-        flags = ["--distributed.coordinator-address", f"127.0.0.1:{free_port()}", "--distributed.num-processes", str(processes)]
-        argvs = [argv + flags + ["--distributed.process-id", str(i)] for i in range(processes)]
-    procs = [subprocess.Popen([sys.executable, *a], cwd=ROOT, env=env_for(devices), text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for a in argvs]
-    return finish(procs)
+def study(processes: int, root) -> list[tuple[int, str, str]]:
+    return finish(launch("--name", "D", "--runs-dir", str(root), "--agents", "sac", "smfp", "--envs", "bandit",
+                         "--num-seeds", "4", *CELL, "--total-steps", "800", "--smfp.actor-hidden", "32", "32",
+                         processes=processes, module="mjxflow.study"))
 
 
 def test_a_study_under_jax_distributed_equals_the_one_process_study(tmp_path):
-    one = study(4, 1, tmp_path / "one")
+    one = study(1, tmp_path / "one")
     assert one[0][0] == 0, one[0][2][-3000:]
-    two = study(2, 2, tmp_path / "two")
+    two = study(2, tmp_path / "two")
     assert [rc for rc, _, _ in two] == [0, 0], two[0][2][-3000:] + two[1][2][-3000:]
     assert "[cell 2/2]" in two[0][1] and "cell" not in two[1][1]  # process 0 logs (gloo alone talks on process 1)
     assert not os.path.exists(tmp_path / "two" / "D" / "table.md.tmp")
