@@ -7,6 +7,8 @@ spread (min-max). Tables are printed as markdown and saved to runs/bench/<name>.
 - floor:   the raw stepping rate of the same batched env (random actions, envs well past their
            resets) and the cost of the agent's updates alone; overhead ratio = time of a training
            iteration / (time of its env step + time of its updates). 1.0: the loop adds nothing.
+           The loop and its three parts are timed side by side, round by round (at least
+           FLOOR_ROUNDS rounds), and each ratio is the median of its per-round ratios.
 - latency: one jitted action batch (1 and 4096 states by default), deterministic policy; FPMD-R
            also with latency_steps (20) Euler steps, the sampler its paper trains with.
 - sweep:   wall time of S vmapped seeds against S times one seed (efficiency = S * t(1) / t(S)).
@@ -312,7 +314,14 @@ def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int
     compile_s = time.perf_counter() - t
     run = Stateful(chunk, state)
     run()  # envs leave their reset states; learning is on from here
-    times = time_calls(run, cfg.repeats)
+    if with_floor:  # the loop and its parts timed side by side, round by round
+        seeds = run.state.seeds
+        parts = [_env_only_runner(loop, seeds, cfg), _env_only_runner(loop, seeds, cfg, raw=True),
+                 _updates_only_runner(loop, seeds, cfg)]
+        all_times = time_interleaved([run] + parts, max(cfg.repeats, FLOOR_ROUNDS))
+        times, (env_t, raw_t, upd_t) = all_times[0], all_times[1:] / cfg.iters
+    else:
+        times = time_calls(run, cfg.repeats)
     per_iter = float(np.median(times)) / cfg.iters
     out = {
         "agent": agent, "num_envs": num_envs, "seeds": num_seeds, "compile_s": compile_s,
@@ -321,21 +330,26 @@ def measure_training(cfg: BenchConfig, agent: str, num_envs: int, num_seeds: int
         "iteration_s": per_iter,
     }
     if with_floor:
-        state = run.state
-        env_s = _time_env_only(loop, state, cfg)
-        raw_s = _time_env_only(loop, state, cfg, raw=True)
-        upd_s = _time_updates_only(loop, state, cfg)
-        out.update(env_step_s=env_s, raw_env_step_s=raw_s, env_over_raw=env_s / raw_s, updates_s=upd_s,
-                   overhead_ratio=per_iter / (env_s + upd_s), raw_env_steps_per_s=num_envs * num_seeds / raw_s)
+        loop_t = times / cfg.iters
+        env_s, raw_s, upd_s = (float(np.median(t)) for t in (env_t, raw_t, upd_t))
+        rounds = {"loop": loop_t, "env": env_t, "raw_env": raw_t, "updates": upd_t}  # seconds per iteration, per round
+        out.update(env_step_s=env_s, raw_env_step_s=raw_s, updates_s=upd_s,
+                   floor_rounds={k: v.tolist() for k, v in rounds.items()},
+                   env_over_raw=float(np.median(env_t / raw_t)),  # per round: a slow spell cancels
+                   overhead_ratio=float(np.median(loop_t / (env_t + upd_t))),
+                   raw_env_steps_per_s=num_envs * num_seeds / raw_s)
     return out
 
 
-def _time_env_only(loop, state, cfg: BenchConfig, raw: bool = False) -> float:
-    """Seconds per iteration of stepping every env of every seed with random actions: the loop's
-    env step (time limit, resets and spares as the run has them) or, `raw`, the bare batched
-    env.step (no episode wrapper, no resets)."""
+FLOOR_ROUNDS = 15  # rounds of the floor's side-by-side timing at least (each round: loop, env, raw env, updates)
+
+
+def _env_only_runner(loop, seeds, cfg: BenchConfig, raw: bool = False) -> Stateful:
+    """A warmed call of `cfg.iters` steps of every env of every seed with random actions: the
+    loop's env step (time limit, resets and spares as the run has them) or, `raw`, the bare batched
+    env.step (no episode wrapper, no resets). It works on a copy of the seeds' envs."""
     ep, every = loop.episode_env, loop.cfg.reset_every
-    shape = state.seeds.envs.env.obs.shape[:2] + (loop.env.action_size,)  # (members, envs, action)
+    shape = seeds.envs.env.obs.shape[:2] + (loop.env.action_size,)  # (members, envs, action)
 
     def step(envs, actions, t):  # -> (envs, rewards)
         if raw:
@@ -358,15 +372,16 @@ def _time_env_only(loop, state, cfg: BenchConfig, raw: bool = False) -> float:
         return (envs, key), r
 
     fn = jax.jit(steps, donate_argnums=0)
-    envs = state.seeds.envs.env if raw else state.seeds.envs
-    carry = (jax.tree.map(jnp.copy, envs), jax.random.PRNGKey(0))
-    run = Stateful(fn, carry)
-    run(), run()  # two warm-up calls: the key comes back with the seeds' sharding, a second program
-    return float(np.median(time_calls(run, cfg.repeats))) / cfg.iters
+    envs = seeds.envs.env if raw else seeds.envs
+    run = Stateful(fn, (jax.tree.map(jnp.copy, envs), jax.random.PRNGKey(0)))
+    run()  # two warm-ups: the key comes back with the seeds' sharding, a second program
+    jax.block_until_ready(run())
+    return run
 
 
-def _time_updates_only(loop, state, cfg: BenchConfig) -> float:
-    """Seconds per iteration of the G gradient updates alone (every seed), from the filled replay."""
+def _updates_only_runner(loop, seeds, cfg: BenchConfig) -> Stateful:
+    """A warmed call of `cfg.iters` iterations' G gradient updates alone (every seed), on a copy of
+    the seeds (their filled replay)."""
     learn = jax.vmap(loop.learn)
 
     def body(seeds):
@@ -376,9 +391,10 @@ def _time_updates_only(loop, state, cfg: BenchConfig) -> float:
         return jax.lax.scan(one, seeds, None, length=cfg.iters)
 
     fn = jax.jit(body, donate_argnums=0)
-    run = Stateful(fn, jax.tree.map(jnp.copy, state.seeds))
-    run(), run()  # warm-up: whatever comes back with other shardings compiles here, not in the timed calls
-    return float(np.median(time_calls(run, cfg.repeats))) / cfg.iters
+    run = Stateful(fn, jax.tree.map(jnp.copy, seeds))
+    run()  # warm-up: whatever comes back with other shardings compiles here
+    jax.block_until_ready(run())
+    return run
 
 
 def measure_latency(cfg: BenchConfig, agent: str, batch: int, steps: int | None = None) -> dict:

@@ -28,7 +28,11 @@ def test_bench_tables_and_files(tmp_path, capsys):
     assert [(r["agent"], r["num_envs"]) for r in result["train"]] == [("sac", 4), ("fpmd-r", 4)]
     for r in result["floor"]:
         assert np.isfinite(r["overhead_ratio"]) and r["overhead_ratio"] > 0
-        assert r["env_over_raw"] == pytest.approx(r["env_step_s"] / r["raw_env_step_s"])
+        rounds = {k: np.array(v) for k, v in r["floor_rounds"].items()}  # side by side: ratios per round
+        assert all(len(v) == bench.FLOOR_ROUNDS for v in rounds.values())
+        assert r["env_over_raw"] == pytest.approx(np.median(rounds["env"] / rounds["raw_env"]))
+        assert r["overhead_ratio"] == pytest.approx(np.median(rounds["loop"] / (rounds["env"] + rounds["updates"])))
+        assert r["iteration_s"] == pytest.approx(np.median(rounds["loop"]))
         assert r["env_steps_per_s"]["min"] <= r["env_steps_per_s"]["median"] <= r["env_steps_per_s"]["max"]
     # FPMD-R is timed at one step and at --latency-steps Euler steps, for each batch size
     assert [(r["agent"], r["nfe"], r["batch"]) for r in result["latency"]] == [
@@ -153,24 +157,17 @@ def test_an_unknown_critic_variant_is_one_line(capsys):
     assert len(err.splitlines()) == 1 and "invalid choice 'c52' for argument '--critic-variants'. Expected one of ('ln', 'c51', 'wide')" in err
 
 
-@pytest.mark.parametrize("timer", ["_time_env_only", "_time_raw_env", "_time_updates_only"])
-def test_floor_timings_compile_nothing_inside_their_timed_calls(timer, bandit_sac, monkeypatch):
+@pytest.mark.parametrize("timer", ["_env_only_runner", "_raw_env_runner", "_updates_only_runner"])
+def test_floor_timings_compile_nothing_inside_their_timed_calls(timer, bandit_sac):
     """The floor's env-only and updates-only programs get back parts of their carry with other
     shardings (the PRNG key), a second program: it must compile in the warm-up, not in a timed call
-    (with 2 repeats the median would be that compile)."""
-    grown, real = [], bench.time_calls
-
-    def counting(run, repeats):
-        before = run.fn._cache_size()
-        times = real(run, repeats)
-        grown.append(run.fn._cache_size() - before)
-        return times
-
-    monkeypatch.setattr(bench, "time_calls", counting)
+    (a round's time would then be that compile)."""
     state, _ = bandit_sac.chunk(bandit_sac.init())  # past the replay's minimum fill
-    timing = (lambda *a: bench._time_env_only(*a, raw=True)) if timer == "_time_raw_env" else getattr(bench, timer)
-    seconds = timing(bandit_sac.loop, state, bench.BenchConfig(env="bandit", iters=2, repeats=2, compile_cache=None))
-    assert grown == [0] and seconds > 0
+    runner = (lambda *a: bench._env_only_runner(*a, raw=True)) if timer == "_raw_env_runner" else getattr(bench, timer)
+    run = runner(bandit_sac.loop, state.seeds, bench.BenchConfig(env="bandit", iters=2, repeats=2, compile_cache=None))
+    before = run.fn._cache_size()
+    times = bench.time_interleaved([run], 3)
+    assert run.fn._cache_size() == before and (times > 0).all()
 
 
 def test_updates_are_timed_side_by_side():
