@@ -85,16 +85,35 @@ def devices_for(cfg) -> int:
 
 # ---- several processes (jax.distributed) ----------------------------------------------------------
 
-def initialize(dist) -> None:
+def initialize(dist, shard: str = "seeds", devices: int | None = None) -> None:
     """jax.distributed.initialize from a DistributedConfig (no-op when it is off or already done).
-    Must run before anything else touches JAX's backends."""
-    if not dist.enabled or jax.distributed.is_initialized():
+    Must run before anything else touches JAX's backends.
+
+    Without --distributed.*, a one-process run that splits its envs (shard "envs") over several
+    virtual CPU devices (JAX_NUM_CPU_DEVICES) starts jax.distributed with this one process on a
+    free local port, so that its all-reduces run through the same collectives (gloo) as a run of
+    several processes: XLA's in-process CPU all-reduce adds in another order than gloo's, and with
+    the same collectives 1 process x 4 devices equals 2 processes x 2 devices bit for bit."""
+    if jax.distributed.is_initialized():
+        return
+    if not dist.enabled:
+        if shard == "envs" and devices != 1 and jax.config.jax_num_cpu_devices > 1:
+            jax.distributed.initialize(coordinator_address=f"127.0.0.1:{free_port()}", num_processes=1, process_id=0)
         return
     if dist.auto:
         jax.distributed.initialize()
     else:
         jax.distributed.initialize(coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
                                    process_id=dist.process_id)
+
+
+def free_port() -> int:
+    """A TCP port of this host that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def is_main() -> bool:
@@ -222,9 +241,10 @@ class EnvPlacement(Placement):
     all-reduces of the gradients and of the observation statistics where a mean spans the envs or
     the batch (the minibatch is split over the devices too; see `rows`). Random draws are the
     same values on any device count (jax_threefry_partitionable), so the run equals the one-device
-    run up to the order of those reductions' additions; the same device count in one process gives
-    the same bits, but 2 processes x 2 devices differ from 1 x 4 in the last place (the all-reduces
-    across processes add in another order; docs/DEVICES.md).
+    run up to the order of those reductions' additions. The same device count gives the same bits,
+    and 2 processes x 2 devices equal 1 x 4 bit for bit: a one-process run on several CPU devices
+    goes through jax.distributed's collectives too (`initialize`), whose all-reduce adds in one
+    order however the devices are spread over processes (docs/DEVICES.md).
     """
 
     def __init__(self, num_devices: int):

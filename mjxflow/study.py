@@ -302,7 +302,8 @@ def initialize(plan: Plan) -> bool:
     """jax.distributed from the cells' --distributed.* options (the same in every cell: they are
     the study's train options), once, before anything touches JAX; True on process 0 (and without
     them), the process that holds the study's lock, writes its files and logs."""
-    parallel.initialize(cell_config(plan.cells[0]).distributed)
+    first = cell_config(plan.cells[0])
+    parallel.initialize(first.distributed, first.shard, first.devices)
     return parallel.is_main()
 
 

@@ -579,7 +579,7 @@ def train(cfg: TrainConfig, log=print, resolved: bool = False) -> TrainResult:
     t = time.perf_counter()
     if not resolved:
         cfg = resolve_config(cfg)  # the command's one validation and resolution (nothing touches JAX)
-    parallel.initialize(cfg.distributed)  # before anything else touches JAX
+    parallel.initialize(cfg.distributed, cfg.shard, cfg.devices)  # before anything else touches JAX
     if not parallel.is_main():
         log = lambda *args, **kwargs: None  # noqa: E731
     run = open_run(cfg, log)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from mjxflow import parallel
+from mjxflow.parallel import free_port
 from mjxflow.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,12 +142,6 @@ def test_resume_on_another_device_count_continues_the_run(runs):
     assert_close_rows(one, four, before, rtol=0)  # the rows before the checkpoint are kept as they were
     after = sorted(k for k in one if k[0] > 1200 and one[k].get("critic/loss") is not None)
     assert_close_rows(one, four, [k for k in after if k[0] == after[0][0]], rtol=1e-4)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_equal_one_process(runs, tmp_path):
