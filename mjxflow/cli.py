@@ -92,9 +92,37 @@ def _condense(text: str) -> str:
     return message
 
 
+MERGED_FLAGS = ("--sweep",)  # options whose values add up: given twice, they mean both, not the last
+
+
+def merge_repeated(argv: list[str], flag: str) -> list[str]:
+    """argv with every occurrence of `flag` (`--sweep A --sweep B`, or `--sweep=A`) merged into
+    one at the first occurrence (`--sweep A B`); tyro alone would keep only the last one's values,
+    silently dropping a grid axis."""
+    at = [i for i, t in enumerate(argv) if t == flag or t.startswith(flag + "=")]
+    if len(at) < 2:
+        return argv
+    values, rest, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == flag or token.startswith(flag + "="):
+            if token != flag:
+                values.append(token[len(flag) + 1:])
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            continue
+        rest.append(token)
+        i += 1
+    return rest[:at[0]] + [flag, *values] + rest[at[0]:]  # everything before the first one is in rest
+
+
 def parse(cls: type[T], argv: list[str] | None, default: T | None = None) -> T:
     """tyro parsing whose errors are one ConfigError line; --help prints as usual."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    for flag in MERGED_FLAGS:
+        argv = merge_repeated(argv, flag)
     if "-h" in argv or "--help" in argv:
         return tyro.cli(cls, args=argv, default=default)
     check_integer_flags(cls, argv)

@@ -152,7 +152,7 @@ class TailOptions:
 
     sweep: tuple[str, ...] = ()
     """Hyper-parameter grid trained beside the seeds in one compiled program: NAME=V1,V2,...
-    (e.g. smfp.beta-md=0,1,10); several give their product. NAME is one of the float options
+    (e.g. smfp.beta-md=0,1,10); several (after one --sweep, or each after its own) give their product. NAME is one of the float options
     that change no array shape (config.sweepable()). Each grid point x seed is one member of the
     vmapped axis; seed i of every point starts from the same key as seed i of a plain run."""
 

@@ -352,3 +352,13 @@ def test_a_failed_start_removes_its_run_directory(tmp_path, monkeypatch):
     assert not (tmp_path / "f").exists()
     monkeypatch.setattr(Loop, "initial_state", real)
     assert train.main(cli(tmp_path, "--run-name", "f", "--total-steps", "400")) == 0
+
+
+def test_a_repeated_sweep_adds_its_axes(tmp_path, capsys):
+    """`--sweep A --sweep B` is the grid A x B, as `--sweep A B` is (tyro alone keeps only B's values)."""
+    argv = cli(tmp_path, "--agent", "smfp", "--sweep", "smfp.init-alpha=0.2,1.0", "--num-seeds", "1",
+               "--sweep=smfp.beta-md=1,0.1", "critic.gamma=0.9,0.99", "--print-config")
+    assert train.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sweep"] == ["smfp.init-alpha=0.2,1.0", "smfp.beta-md=1,0.1", "critic.gamma=0.9,0.99"]
+    assert out["derived"]["sweep_points"] == 8 and out["derived"]["members"] == 8
