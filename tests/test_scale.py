@@ -93,6 +93,25 @@ def test_tau_lets_the_targets_converge_within_half_the_run():
     assert scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=10_000)).critic.tau == scale.MAX_TAU
 
 
+def test_smfp_starts_at_alpha_one_only_where_the_run_can_bring_alpha_down():
+    """SMFP's auto init_alpha: 1.0 where half the run's updates let log(alpha) fall by ln 100 at
+    alpha_lr per update (ant at 256 envs, 1M steps: 124,736 updates), else 0.2 (the main job, the
+    multigoal probe, the headline's 19k updates at 4,096 envs); 0.2 whenever alpha is not tuned;
+    an explicit value wins."""
+    from mjxflow.agents.smfp import SMFPConfig
+
+    alpha = lambda **kw: scale.resolve(TrainConfig(**kw)).smfp.init_alpha  # noqa: E731
+    assert alpha(env="ant", num_envs=256, total_steps=1_000_000) == 1.0
+    assert alpha() == 0.2 and alpha(env="multigoal") == 0.2 and alpha(env="ant", num_envs=4096) == 0.2
+    # the threshold: U x alpha_lr / 2 >= ln 100, U the iterations x updates per iteration
+    edge = scale.resolve(TrainConfig(env="ant", num_envs=256, total_steps=250_000))
+    assert edge.iterations * edge.updates_per_iter * 3e-4 / 2 >= np.log(100) and edge.smfp.init_alpha == 1.0
+    slower = SMFPConfig(alpha_lr=1e-4)  # the same run with a slower alpha cannot travel as far
+    assert alpha(env="ant", num_envs=256, total_steps=250_000, smfp=slower) == 0.2
+    assert alpha(env="ant", num_envs=256, total_steps=1_000_000, smfp=SMFPConfig(autotune_alpha=False)) == 0.2
+    assert alpha(env="ant", num_envs=256, total_steps=1_000_000, smfp=SMFPConfig(init_alpha=0.5)) == 0.5
+
+
 def test_explicit_nested_options_win():
     from mjxflow.agents.fpmd import FPMDConfig
     from mjxflow.options import CriticConfig

@@ -7,6 +7,7 @@ MeanFlow regression onto particles of the old policy.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,8 +40,12 @@ class SMFPConfig:
     """Adam learning rate of the actor."""
     alpha_lr: float = 3e-4
     """Adam learning rate of log(alpha)."""
-    init_alpha: float = 0.2
-    """Initial entropy temperature."""
+    init_alpha: float | None = None
+    """Initial entropy temperature; auto: 1.0 when the run's gradient updates let log(alpha) fall
+    from there to 1% of it within half the run at alpha_lr per update (updates x alpha_lr / 2 >=
+    ln 100: ~30,700 updates at 3e-4, e.g. ant at 256 envs and 1M steps), else 0.2 (short runs and
+    the probes, whose alpha must come down within a few thousand updates; also whenever alpha is
+    not tuned). mjxflow.scale."""
     autotune_alpha: bool = True
     """Tune alpha so the entropy surrogate tracks the target; False keeps alpha at init_alpha."""
     target_entropy_scale: float = 1.0
@@ -90,7 +95,8 @@ class SMFPConfig:
 def check_smfp(cfg: SMFPConfig) -> None:
     check_widths("smfp.actor_hidden", cfg.actor_hidden)
     check_typed("smfp", cfg)
-    check_positive("smfp", cfg, "actor_lr", "alpha_lr", "init_alpha", "md_lambda")
+    check_positive("smfp", cfg, "actor_lr", "alpha_lr", "md_lambda")
+    require(cfg.init_alpha is None or cfg.init_alpha > 0, "smfp.init_alpha", cfg.init_alpha, "> 0")
     require(cfg.log_sigma_min < cfg.log_sigma_max, "smfp.log_sigma_min", cfg.log_sigma_min,
              f"< --smfp.log-sigma-max {cfg.log_sigma_max}")
     require(cfg.fixed_sigma >= 0, "smfp.fixed_sigma", cfg.fixed_sigma, ">= 0")
@@ -148,6 +154,8 @@ class SMFP:
 
     def __init__(self, cfg: SMFPConfig, critic_cfg: CriticConfig, obs_size: int, action_size: int, check: bool = True):
         check and check_smfp(cfg)
+        if cfg.init_alpha is None:
+            raise ValueError("SMFP needs its --smfp.init-alpha (auto: mjxflow.scale.resolve sets it from the run's updates)")
         self.cfg = cfg
         self.obs_size = obs_size
         self.action_size = action_size
@@ -296,9 +304,28 @@ class SMFP:
         return new_state, {**critic_info, **actor_info, "alpha/value": self.alpha(new_state)}
 
 
+HIGH_ALPHA, LOW_ALPHA = 1.0, 0.2  # the auto initial temperatures (auto_init_alpha)
+ALPHA_FALL = math.log(100.0)  # how far log(alpha) must be able to fall within half the run for the high start
+
+
+def auto_init_alpha(cfg: SMFPConfig, gradient_updates: int) -> SMFPConfig:
+    """The scale rule of SMFP's own auto option (docs/TRAINING.md). Adam moves log(alpha) by about
+    alpha_lr per update at most, so a run of U updates can bring alpha down by a factor of
+    exp(U alpha_lr / 2) in its first half. Where that reaches 100, alpha starts at 1.0 as SAC's
+    does: on ant at 256 envs and 1M steps SMFP's start from 0.2 let the entropy reach its target
+    in the first ~100k steps and the critic's mean Q stay negative, returns ~0 for 250k steps,
+    where 1.0 learned from the first evaluations (docs/RESULTS.md). Shorter runs keep 0.2: from
+    1.0 the multigoal probe's 4,000 updates end with alpha still high and every mode diffuse."""
+    if cfg.init_alpha is not None:
+        return cfg
+    high = cfg.autotune_alpha and gradient_updates * cfg.alpha_lr / 2 >= ALPHA_FALL
+    return dataclasses.replace(cfg, init_alpha=HIGH_ALPHA if high else LOW_ALPHA)
+
+
 SPEC = AgentSpec(
     group="smfp", config=SMFPConfig, variants={"smfp": None}, check=check_smfp,
     build=lambda _, cfg, critic, obs_size, action_size, check: SMFP(cfg, critic, obs_size, action_size, check),
     doc="SMFP hyper-parameters (used when --agent smfp).",
     sweepable=("actor_lr", "alpha_lr", "init_alpha", "target_entropy_scale", "beta_md", "md_lambda", "old_tau"),
+    auto=auto_init_alpha, auto_fields=("init_alpha",),
 )
