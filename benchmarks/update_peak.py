@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from mjxflow import bench, roofline
+
 cfg = bench.BenchConfig(env="ant", agents=("sac",), batch_size=(256,))
 run = bench.update_runner(cfg, "sac", 256)
 c = roofline.cost(run.fn, run.state)
