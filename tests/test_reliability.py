@@ -178,11 +178,18 @@ def test_a_full_disk_while_logging_stops_in_one_line(tmp_path, capsys, monkeypat
                        f"python -m mjxflow.train --resume {tmp_path / 'full'}"), err
 
 
+# The options whose auto value follows the run's budget, pinned at the reference's: the stopped run
+# is started with a budget of 400,000 steps so that the signal lands mid-run (its config then keeps
+# them on resume). On the bandit the critic's tau has no effect (every episode ends after one step).
+BUDGET_FREE = ("--smfp.init-alpha", "0.2")
+
+
 def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):
     proc = python(f"""
         import sys
         from mjxflow import train
-        sys.exit(train.main({args(tmp_path, "int", "--total-steps", "400000", "--num-checkpoints", "2", "--num-evals", "1000")!r}))
+        sys.exit(train.main({args(tmp_path, "int", "--total-steps", "400000", "--num-checkpoints", "2", "--num-evals", "1000",
+                                  *BUDGET_FREE)!r}))
     """, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     for line in proc.stdout:
