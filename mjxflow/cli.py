@@ -99,13 +99,14 @@ def merge_repeated(argv: list[str], flag: str) -> list[str]:
     """argv with every occurrence of `flag` (`--sweep A --sweep B`, or `--sweep=A`) merged into
     one at the first occurrence (`--sweep A B`); tyro alone would keep only the last one's values,
     silently dropping a grid axis."""
-    at = [i for i, t in enumerate(argv) if t == flag or t.startswith(flag + "=")]
+    is_flag = lambda token: token == flag or token.startswith(flag + "=")  # noqa: E731
+    at = [i for i, t in enumerate(argv) if is_flag(t)]
     if len(at) < 2:
         return argv
     values, rest, i = [], [], 0
     while i < len(argv):
         token = argv[i]
-        if token == flag or token.startswith(flag + "="):
+        if is_flag(token):
             if token != flag:
                 values.append(token[len(flag) + 1:])
             i += 1

@@ -315,7 +315,7 @@ def auto_init_alpha(cfg: SMFPConfig, gradient_updates: int) -> SMFPConfig:
     does: on ant at 256 envs and 1M steps SMFP's start from 0.2 let the entropy reach its target
     in the first ~100k steps and the critic's mean Q stay negative, returns ~0 for 250k steps,
     where 1.0 learned from the first evaluations (docs/RESULTS.md). Shorter runs keep 0.2: from
-    1.0 the multigoal probe's 4,000 updates end with alpha still high and every mode diffuse."""
+    1.0 the multigoal probe's 3,504 updates end with alpha still high and every mode diffuse."""
     if cfg.init_alpha is not None:
         return cfg
     high = cfg.autotune_alpha and gradient_updates * cfg.alpha_lr / 2 >= ALPHA_FALL
