@@ -29,7 +29,9 @@ size of one transition; an option given explicitly always wins. The rules, with 
 |                   | mjxflow.agents.fpmd.auto_explore_decay)                 |          |            |            |
 | smfp.init_alpha   | 1.0 where U x alpha_lr / 2 >= ln 100 (U: the run's      | 0.2      |            | 0.2        |
 |                   | gradient updates), else 0.2 (mjxflow.agents.smfp.       |          |            |            |
-|                   | auto_init_alpha)                                        |          |            |            |
+|                   | auto_temperature)                                       |          |            |            |
+| smfp.target_ent-  | 0 (target entropy 0) where init_alpha's rule gives 1.0, | 1.0      |            | 1.0        |
+|   ropy_scale      | else 1.0 (target -action_dim)                           |          |            |            |
 
 They follow published massively parallel off-policy recipes: FastSAC (4,096 envs, batch 8,192,
 8 updates per iteration: reuse 16, replay 1,024 steps per env), FastTD3 (1,024 envs, reuse 64,

@@ -181,7 +181,7 @@ def test_a_full_disk_while_logging_stops_in_one_line(tmp_path, capsys, monkeypat
 # The options whose auto value follows the run's budget, pinned at the reference's: the stopped run
 # is started with a budget of 400,000 steps so that the signal lands mid-run (its config then keeps
 # them on resume). On the bandit the critic's tau has no effect (every episode ends after one step).
-BUDGET_FREE = ("--smfp.init-alpha", "0.2")
+BUDGET_FREE = ("--smfp.init-alpha", "0.2", "--smfp.target-entropy-scale", "1.0")
 
 
 def test_sigint_finishes_the_chunk_saves_and_exits(reference, tmp_path):

@@ -112,6 +112,23 @@ def test_smfp_starts_at_alpha_one_only_where_the_run_can_bring_alpha_down():
     assert alpha(env="ant", num_envs=256, total_steps=1_000_000, smfp=SMFPConfig(init_alpha=0.5)) == 0.5
 
 
+def test_smfp_targets_entropy_zero_on_the_long_runs_alone():
+    """SMFP's auto target_entropy_scale: 0 (target entropy 0) on the runs that start alpha at 1.0,
+    1.0 (target -action_dim) on the rest; each auto field independent of the other given one."""
+    from mjxflow.agents.smfp import SMFPConfig
+
+    smfp = lambda **kw: scale.resolve(TrainConfig(**kw)).smfp  # noqa: E731
+    long = smfp(env="ant", num_envs=256, total_steps=1_000_000)
+    assert (long.init_alpha, long.target_entropy_scale) == (1.0, 0.0)
+    for short in (smfp(), smfp(env="multigoal"), smfp(env="unevengoal"), smfp(env="ant", num_envs=4096)):
+        assert (short.init_alpha, short.target_entropy_scale) == (0.2, 1.0)
+    assert smfp(env="ant", num_envs=256, total_steps=1_000_000, smfp=SMFPConfig(autotune_alpha=False)).target_entropy_scale == 1.0
+    given = smfp(env="ant", num_envs=256, total_steps=1_000_000, smfp=SMFPConfig(target_entropy_scale=0.5))
+    assert (given.init_alpha, given.target_entropy_scale) == (1.0, 0.5)
+    given = smfp(env="ant", num_envs=256, total_steps=1_000_000, smfp=SMFPConfig(init_alpha=0.3))
+    assert (given.init_alpha, given.target_entropy_scale) == (0.3, 0.0)
+
+
 def test_explicit_nested_options_win():
     from mjxflow.agents.fpmd import FPMDConfig
     from mjxflow.options import CriticConfig
