@@ -49,6 +49,11 @@ def compile_events():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+# SMFP's temperature options as auto gives them to short runs (the main job, the probes, tiny_config),
+# for tests that build an SMFP without mjxflow.scale.resolve: SMFPConfig(..., **SMFP_SHORT)
+SMFP_SHORT = dict(init_alpha=0.2, target_entropy_scale=1.0)
+
+
 def tiny_config(**overrides) -> TrainConfig:
     """A bandit run small enough to compile and train in seconds on a 2-core CPU."""
     base = dict(

@@ -21,7 +21,7 @@ from mjxflow.evaluate import mode_coverage, modes_kept
 from mjxflow.loop import Loop, PolicyState
 from mjxflow.scale import resolve
 
-from conftest import tiny_config
+from conftest import SMFP_SHORT, tiny_config
 
 # ---- truncation through the fused loop ------------------------------------------------------------
 
@@ -60,7 +60,7 @@ def truncation_config(agent: str):
         eval_episodes=2, min_replay=64, batch_size=64, updates_per_iter=4, replay_size=1024,
         critic=CriticConfig(hidden=SMALL, gamma=GAMMA, tau=0.05, lr=1e-3),
         # the entropy bonus is made negligible so Q has the closed form above
-        sac=SACConfig(actor_hidden=SMALL, init_alpha=1e-6, target_entropy_scale=1.0, autotune_alpha=False),
+        sac=SACConfig(actor_hidden=SMALL, init_alpha=1e-6, autotune_alpha=False),
         smfp=SMFPConfig(actor_hidden=SMALL, init_alpha=1e-6, target_entropy_scale=1.0, autotune_alpha=False, num_particles=4),
         # near-uniform weights (raw, lambda 1: the setting these bounds were measured with) keep the
         # policy, and so the replay's actions, spread over the square the critic is checked on
@@ -192,7 +192,7 @@ def test_mode_coverage_recovers_known_fractions():
 def smfp(**switches):
     """A small SMFP with the full mirror-descent step and the conditional surrogate unless switched."""
     switches = {"md_samples": 0, "md_states": 1.0, "entropy_draws": 1, **switches}
-    cfg = SMFPConfig(actor_hidden=(16, 16), num_particles=8, init_alpha=0.2, target_entropy_scale=1.0, **switches)
+    cfg = SMFPConfig(actor_hidden=(16, 16), num_particles=8, **SMFP_SHORT, **switches)
     return make_agent(dataclasses.replace(tiny_config(agent="smfp"), smfp=cfg, critic=CriticConfig(distributional=False, tau=0.005, hidden=(16,))), 2, 2)
 
 
@@ -383,7 +383,7 @@ def test_smfp_cheap_md_step_gives_the_full_weighted_loss_in_expectation(cheap):
 @pytest.mark.parametrize("dist, frac", [("logit_normal", 1.0), ("uniform", 0.25)])
 def test_md_times_follow_the_configured_sampler(dist, frac):
     agent = make_agent(dataclasses.replace(tiny_config(agent="smfp"), critic=CriticConfig(distributional=False, tau=0.005, hidden=(16,)), smfp=SMFPConfig(
-        actor_hidden=(16,), init_alpha=0.2, target_entropy_scale=1.0, num_particles=64, md_samples=0, md_states=1.0, times=dataclasses.replace(SMFPConfig().times, dist=dist, frac_r_neq_t=frac))), 2, 2)
+        actor_hidden=(16,), **SMFP_SHORT, num_particles=64, md_samples=0, md_states=1.0, times=dataclasses.replace(SMFPConfig().times, dist=dist, frac_r_neq_t=frac))), 2, 2)
     state = agent.init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (256, 2))
     terms = agent.md_terms(state.actor_params, state.old_params, state.critic.params, obs, jax.random.PRNGKey(2))

@@ -10,10 +10,12 @@ from mjxflow.agents.smfp import SMFP, surrogate_log_prob
 from mjxflow.agents.smfp import SMFPConfig
 from mjxflow.options import CriticConfig
 
+from conftest import SMFP_SHORT
+
 
 @pytest.fixture(scope="module")
 def agent_1d():
-    agent = SMFP(SMFPConfig(actor_hidden=(32, 32), init_alpha=0.2, target_entropy_scale=1.0), CriticConfig(distributional=False, tau=0.005, hidden=(16,)), 2, 1)
+    agent = SMFP(SMFPConfig(actor_hidden=(32, 32), **SMFP_SHORT), CriticConfig(distributional=False, tau=0.005, hidden=(16,)), 2, 1)
     return agent, agent.init(jax.random.PRNGKey(0))
 
 
@@ -99,17 +101,17 @@ def test_exp_weights_and_best_of_n():
 
 
 def test_old_policy_copy_refreshes_every_period():
-    agent = SMFP(SMFPConfig(actor_hidden=(8,), md_period=3, init_alpha=0.2, target_entropy_scale=1.0), CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 2, 1)
+    agent = SMFP(SMFPConfig(actor_hidden=(8,), md_period=3, **SMFP_SHORT), CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 2, 1)
     new, old = {"w": jnp.ones(2)}, {"w": jnp.zeros(2)}
     for n, refreshed in [(1, False), (2, False), (3, True), (6, True), (7, False)]:
         out = agent.refresh_old(new, old, jnp.asarray(n))
         assert np.array_equal(out["w"], new["w"] if refreshed else old["w"])
-    ema = SMFP(SMFPConfig(actor_hidden=(8,), old_policy="ema", old_tau=0.1, init_alpha=0.2, target_entropy_scale=1.0), CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 2, 1)
+    ema = SMFP(SMFPConfig(actor_hidden=(8,), old_policy="ema", old_tau=0.1, **SMFP_SHORT), CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 2, 1)
     np.testing.assert_allclose(ema.refresh_old(new, old, jnp.asarray(1))["w"], 0.1)
 
 
 def test_entropy_off_fixes_sigma_and_zeroes_alpha():
-    cfg = SMFPConfig(actor_hidden=(8,), entropy=False, fixed_sigma=0.0, init_alpha=0.2, target_entropy_scale=1.0)
+    cfg = SMFPConfig(actor_hidden=(8,), entropy=False, fixed_sigma=0.0, **SMFP_SHORT)
     agent = SMFP(cfg, CriticConfig(distributional=False, tau=0.005, hidden=(8,)), 2, 1)
     state = agent.init(jax.random.PRNGKey(0))
     obs = jnp.zeros((5, 2))
@@ -123,7 +125,7 @@ def test_entropy_off_fixes_sigma_and_zeroes_alpha():
 @pytest.mark.parametrize("field, value", [("weights", "softmax"), ("md_baseline", "median"), ("old_policy", "target")])
 def test_unknown_switch_values_are_refused(field, value):
     with pytest.raises(ValueError, match=value):
-        SMFP(dataclasses.replace(SMFPConfig(init_alpha=0.2, target_entropy_scale=1.0), **{field: value}), CriticConfig(distributional=False, tau=0.005), 2, 1)
+        SMFP(dataclasses.replace(SMFPConfig(**SMFP_SHORT), **{field: value}), CriticConfig(distributional=False, tau=0.005), 2, 1)
 
 
 def test_mixture_entropy_bound_rises_with_draws_towards_the_true_entropy():

@@ -326,14 +326,15 @@ def auto_temperature(cfg: SMFPConfig, gradient_updates: int) -> SMFPConfig:
 
     The same long runs take the target entropy 0 (scale 0) rather than -action_dim: on ant at 256
     envs and 1M steps (a Gaussian's entropy 0 is ~0.24 of noise per dimension, -1 is ~0.09) the one
-    seed screened left the standing gait at ~400k env steps instead of ~700k; on the short unevengoal probe the target 0
-    spreads the policy into the space between the goals (deterministic return 0.67 against 0.99).
-    Each field is filled in only where it is None: an explicit value wins."""
+    seed screened left the standing gait at ~400k env steps instead of ~700k; on the short
+    unevengoal probe the target 0 spreads the policy into the space between the goals
+    (deterministic return 0.67 against 0.99). Each field is filled in only where it is None: an
+    explicit value wins."""
     long = cfg.autotune_alpha and gradient_updates * cfg.alpha_lr / 2 >= ALPHA_FALL
     init_alpha = cfg.init_alpha if cfg.init_alpha is not None else (HIGH_ALPHA if long else LOW_ALPHA)
-    scale = cfg.target_entropy_scale if cfg.target_entropy_scale is not None else (
+    target_scale = cfg.target_entropy_scale if cfg.target_entropy_scale is not None else (
         LONG_TARGET_SCALE if long else SHORT_TARGET_SCALE)
-    return dataclasses.replace(cfg, init_alpha=init_alpha, target_entropy_scale=scale)
+    return dataclasses.replace(cfg, init_alpha=init_alpha, target_entropy_scale=target_scale)
 
 
 SPEC = AgentSpec(
